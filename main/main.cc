@@ -1,0 +1,2 @@
+#include <cstdio>
+int main() { std::puts("miproxy " MIPROXY_VERSION); return 0; }

@@ -1,0 +1,113 @@
+#pragma once
+// A byte pipe over a libuv stream, plaintext or TLS, with one interface so connection code
+// never branches on TLS. Downstream (app → miproxy) connections are plaintext TCP or Unix
+// sockets; upstream connections are TLS (or plaintext for local token endpoints).
+//
+// Ownership: a Transport is created by accept_plain() or Connector, and destroyed only by
+// close(), which is idempotent and detaches the handler at once; the object frees itself after
+// libuv's close callbacks have run. Handler callbacks always come from the loop, never from
+// inside a call the handler made (write errors are reported on a later loop turn).
+
+#include <uv.h>
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <expected>
+#include <functional>
+#include <memory>
+#include <string>
+
+namespace miproxy::proxy {
+
+class Transport {
+ public:
+  class Handler {
+   public:
+    virtual ~Handler() = default;
+    // Plaintext arrived; |data| is valid only during the call.
+    virtual void on_read(const char* data, size_t len) = 0;
+    // The peer finished sending (FIN, or TLS close_notify). No more on_read follows.
+    virtual void on_eof() = 0;
+    // The transport failed (reset, TLS error, write error). The handler must close() it.
+    virtual void on_error(int uv_code, const std::string& what) = 0;
+    // Everything queued by write() has been handed to the kernel.
+    virtual void on_drain() = 0;
+  };
+
+  virtual ~Transport() = default;
+
+  virtual void set_handler(Handler* handler) = 0;  // nullptr: park (idle in a pool)
+  virtual void read_start() = 0;
+  virtual void read_stop() = 0;
+  // Queues plaintext. The bytes are copied (or encrypted) before write() returns, so callers
+  // may reuse their buffers at once. Backpressure is the caller's job: stop producing while
+  // write_queue_bytes() is above its limit and resume on on_drain().
+  virtual void write(const uv_buf_t* bufs, size_t count) = 0;
+  void write(const char* data, size_t len) {
+    uv_buf_t b = uv_buf_init(const_cast<char*>(data), static_cast<unsigned>(len));
+    write(&b, 1);
+  }
+  virtual size_t write_queue_bytes() const = 0;
+  virtual void close() = 0;
+  virtual bool is_closing() const = 0;
+
+  // TLS only: whether the handshake resumed a cached session.
+  virtual bool session_reused() const { return false; }
+  // The underlying socket's file descriptor (for SO_PEERCRED, tests), or -1.
+  virtual int fd() const = 0;
+};
+
+// Accepts a pending connection on |server| (a listening uv_tcp_t or uv_pipe_t) into a new
+// plaintext Transport on |loop|. Returns nullptr (and logs) if accept fails.
+Transport* accept_plain(uv_loop_t* loop, uv_stream_t* server);
+
+struct TlsClientOptions {
+  std::string server_name;  // SNI and host-name (or IP) verification
+  std::string ca_file;      // "" = the system store (OpenSSL default verify paths)
+  int min_version = 0x0303; // TLS1_2_VERSION
+  // When set (40 hex digits, any case, ':' and spaces ignored), chain and name verification
+  // are replaced by an exact SHA-1 match of the server's leaf certificate (Service Fabric).
+  std::string pinned_sha1;
+};
+
+struct ConnectError {
+  enum class Kind { DNS, CONNECT, TLS_VERIFY, TLS_HANDSHAKE, TIMEOUT };
+  Kind kind = Kind::CONNECT;
+  std::string message;  // e.g. "certificate verify failed: self-signed certificate (host x)"
+};
+
+// Connects to upstreams from one loop. Keeps one SSL_CTX per (ca_file, min_version, pin) and
+// a client session cache per (host, port) so reconnects resume TLS sessions. Not thread-safe:
+// each worker owns one.
+class Connector {
+ public:
+  explicit Connector(uv_loop_t* loop);
+  ~Connector();
+  Connector(const Connector&) = delete;
+  Connector& operator=(const Connector&) = delete;
+
+  using Done = std::function<void(std::expected<Transport*, ConnectError>)>;
+
+  // Resolves |host| (DNS name or IP literal), connects, and when |tls| is non-null performs
+  // the handshake and verification before |done| sees the transport. Nothing is written to
+  // the socket before verification succeeds except the TLS handshake itself. |done| runs
+  // exactly once on the loop (never inside connect()) unless cancel(id) is called first.
+  // |timeout| covers resolve + connect + handshake.
+  uint64_t connect(const std::string& host, uint16_t port, const TlsClientOptions* tls,
+                   std::chrono::milliseconds timeout, Done done);
+  void cancel(uint64_t id);
+
+  // Counters for tests and metrics.
+  uint64_t handshakes() const { return handshakes_; }
+  uint64_t resumed_handshakes() const { return resumed_; }
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+  uint64_t handshakes_ = 0;
+  uint64_t resumed_ = 0;
+  friend struct ConnectorAccess;
+};
+
+}  // namespace miproxy::proxy

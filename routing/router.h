@@ -1,0 +1,72 @@
+#pragma once
+// Compiles config routes into an immutable table once per config load; match() only compares
+// precomputed strings (no allocation, no regex). First match in config order wins.
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "config/config.h"
+
+namespace miproxy::routing {
+
+// Where a route forwards to. For a templated upstream ("https://{host}") the host comes from
+// the request, so resolve() fills it per request.
+struct Upstream {
+  std::string host;        // lower-case DNS name or IP literal (no brackets)
+  uint16_t port = 443;
+  std::string base_path;   // "" or "/prefix" without trailing slash; prepended to the request path
+  bool tls = true;         // always true for routes (config refuses http upstreams)
+  // "host" or "host:port" as it goes into the Host header / SNI key.
+  std::string authority() const;
+};
+
+struct CompiledRoute {
+  const config::Route* route = nullptr;  // points into the Config that the Table keeps alive
+  bool host_wildcard = false;
+  std::string host_suffix;   // for "*.b.c": ".b.c"; for exact: the host itself
+  bool upstream_templated = false;
+  Upstream upstream;         // fixed part (host empty when templated)
+  std::vector<std::string> methods;  // copy of route->methods
+  bool storage = false;      // Storage x-ms-version rule applies (interface.md)
+};
+
+struct MatchResult {
+  enum class Outcome { MATCHED, NO_ROUTE, METHOD_NOT_ALLOWED };
+  Outcome outcome = Outcome::NO_ROUTE;
+  const CompiledRoute* route = nullptr;  // set for MATCHED and METHOD_NOT_ALLOWED
+};
+
+class Table {
+ public:
+  // |config| must outlive nothing: the table holds a reference to it.
+  explicit Table(std::shared_ptr<const config::Config> config);
+
+  // |host|: the request's Host header or absolute-form authority, any case, with or without
+  // ":port" (the port is ignored for matching). |path|: origin-form path with query.
+  // A route whose host and path match but whose methods exclude |method| yields
+  // METHOD_NOT_ALLOWED only if no later route matches fully.
+  MatchResult match(std::string_view host, std::string_view path, std::string_view method) const;
+
+  const std::vector<CompiledRoute>& routes() const { return routes_; }
+  const config::Config& config() const { return *config_; }
+  std::shared_ptr<const config::Config> config_ptr() const { return config_; }
+
+ private:
+  std::shared_ptr<const config::Config> config_;
+  std::vector<CompiledRoute> routes_;
+};
+
+// The upstream to use for |route| and a request to |request_host| (port stripped, lower-case).
+Upstream resolve_upstream(const CompiledRoute& route, std::string_view request_host);
+
+// The path to send upstream: strip_prefix applied (keeping a leading '/'), base path prepended.
+std::string upstream_path(const CompiledRoute& route, const Upstream& upstream,
+                          std::string_view request_path);
+
+// Host without port, lower-cased; "[::1]:80" -> "::1".
+std::string normalize_host(std::string_view host);
+
+}  // namespace miproxy::routing
