@@ -1,0 +1,287 @@
+#include "main/app.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <thread>
+
+#include "auth/process.h"
+#include "auth/scheduler.h"
+#include "auth/source.h"
+#include "auth/token_manager.h"
+#include "auth/uv_executor.h"
+#include "base/log.h"
+#include "config/config.h"
+#include "proxy/fetcher.h"
+#include "proxy/server.h"
+#include "proxy/transport.h"
+
+namespace miproxy::app {
+namespace {
+
+void harden_process() {
+  // Tokens and secrets live in this process's memory: never let it dump core.
+  struct rlimit no_core {0, 0};
+  setrlimit(RLIMIT_CORE, &no_core);
+  prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+  signal(SIGPIPE, SIG_IGN);
+}
+
+unsigned worker_count(const config::Config& cfg) {
+  if (cfg.workers > 0) return cfg.workers;
+  unsigned n = std::thread::hardware_concurrency();
+  return n == 0 ? 1 : n;
+}
+
+void print_diagnostics(const std::vector<config::Diagnostic>& ds, const char* prefix) {
+  for (const auto& d : ds) std::fprintf(stderr, "%s%s\n", prefix, d.to_string().c_str());
+}
+
+// The control thread's state for `run`.
+class ControlPlane {
+ public:
+  explicit ControlPlane(std::string config_path) : config_path_(std::move(config_path)) {
+    uv_loop_init(&loop_);
+  }
+
+  int run() {
+    auto loaded = config::load_file(config_path_);
+    if (!loaded) {
+      print_diagnostics(loaded.error(), "miproxy: config error: ");
+      return 1;
+    }
+    config_ = loaded->config;
+    print_diagnostics(loaded->warnings, "miproxy: warning: ");
+    log::Level level;
+    if (log::parse_level(config_->log.level, &level)) log::set_level(level);
+
+    executor_ = std::make_unique<UvExecutor>(&loop_);
+    scheduler_ = std::make_unique<auth::UvScheduler>(&loop_);
+    connector_ = std::make_unique<proxy::Connector>(&loop_);
+    fetcher_ = std::make_unique<proxy::Fetcher>(&loop_, *connector_);
+    processes_ = std::make_unique<auth::UvProcessRunner>(&loop_);
+    deps_.fetcher = fetcher_.get();
+    deps_.processes = processes_.get();
+    deps_.getenv = [](const std::string& name) {
+      const char* v = std::getenv(name.c_str());
+      return v ? std::string(v) : std::string();
+    };
+    deps_.ca_file = config_->tls.ca_file;
+    tokens_ = std::make_unique<auth::TokenManager>(
+        *executor_, *scheduler_,
+        [this](const config::Identity& id) { return auth::make_source(id, deps_); });
+    tokens_->set_observer([](const auth::AcquisitionEvent& e) {
+      if (e.ok) {
+        log::info("token acquired", {{"identity", e.identity}, {"scope", e.scope},
+                                     {"source", e.source}, {"refresh", e.refresh}});
+      } else {
+        log::warn("token acquisition failed", {{"identity", e.identity}, {"scope", e.scope},
+                                               {"source", e.source}, {"error", e.error}});
+      }
+    });
+
+    auto bound = proxy::bind_listeners(*config_);
+    if (!bound) {
+      log::error("cannot listen", {{"error", bound.error()}});
+      return 1;
+    }
+    server_ = std::make_unique<proxy::Server>(std::move(*bound), worker_count(*config_));
+    server_->set_on_stopped([this] { executor_->post([this] { on_workers_stopped(); }); });
+    auto snap = build_snapshot(config_);
+    server_->start(snap);
+    for (const auto& l : server_->listeners()) {
+      log::info("listening", {{"address", l.display}});
+    }
+    for (const auto& r : config_->routes) {
+      log::info("route", {{"name", r.name}, {"upstream", r.upstream}, {"identity", r.identity},
+                          {"scope", r.scope}});
+    }
+    for (const auto& [name, id] : config_->identities) {
+      log::info("identity", {{"name", name}, {"type", config::to_string(id.type)}});
+    }
+    log::info("started", {{"workers", worker_count(*config_)}, {"version", MIPROXY_VERSION}});
+    tokens_->prefetch();
+
+    start_signal(&sigterm_, SIGTERM);
+    start_signal(&sigint_, SIGINT);
+    start_signal(&sighup_, SIGHUP);
+
+    uv_run(&loop_, UV_RUN_DEFAULT);
+    server_->join();
+    server_.reset();
+    uv_run(&loop_, UV_RUN_NOWAIT);
+    uv_loop_close(&loop_);
+    log::info("stopped", {});
+    return 0;
+  }
+
+ private:
+  std::shared_ptr<const proxy::Snapshot> build_snapshot(std::shared_ptr<const config::Config> c) {
+    auto snap = std::make_shared<proxy::Snapshot>(c);
+    snap->generation = ++generation_;
+    for (const auto& cr : snap->table.routes()) {
+      proxy::RouteRuntime rt;
+      const config::Route& r = *cr.route;
+      if (r.scope != "auto") {
+        rt.slot = tokens_->slot(c->identities.at(r.identity), r.scope);
+      }
+      snap->routes.push_back(std::move(rt));
+    }
+    return snap;
+  }
+
+  void start_signal(uv_signal_t* h, int signum) {
+    uv_signal_init(&loop_, h);
+    h->data = this;
+    uv_signal_start(h, [](uv_signal_t* s, int num) {
+      static_cast<ControlPlane*>(s->data)->on_signal(num);
+    }, signum);
+  }
+
+  void on_signal(int signum) {
+    if (signum == SIGHUP) {
+      reload();
+      return;
+    }
+    if (stopping_) {
+      log::warn("second stop signal: closing all connections now", {});
+      server_->force_close();
+      return;
+    }
+    stopping_ = true;
+    log::info("draining", {{"signal", signum == SIGTERM ? "SIGTERM" : "SIGINT"},
+                           {"grace_seconds", config_->shutdown_grace}});
+    server_->drain();
+    uv_timer_init(&loop_, &grace_);
+    grace_.data = this;
+    uv_timer_start(&grace_, [](uv_timer_t* t) {
+      auto* self = static_cast<ControlPlane*>(t->data);
+      log::warn("shutdown grace period over: closing remaining connections", {});
+      self->server_->force_close();
+    }, static_cast<uint64_t>(config_->shutdown_grace * 1000), 0);
+  }
+
+  void reload() {
+    auto loaded = config::load_file(config_path_);
+    if (!loaded) {
+      std::vector<std::string> errors;
+      for (const auto& d : loaded.error()) errors.push_back(d.to_string());
+      log::error("reload failed: keeping the running config", {{"errors", errors}});
+      return;
+    }
+    auto c = loaded->config;
+    if (c->listeners.size() != config_->listeners.size()) {
+      log::warn("listener changes take effect after a restart", {});
+    }
+    config_ = c;
+    server_->publish(build_snapshot(c));
+    tokens_->retain(c->identities);
+    tokens_->prefetch();
+    log::info("reloaded", {{"routes", c->routes.size()}, {"generation", generation_}});
+  }
+
+  void on_workers_stopped() {
+    uv_close(reinterpret_cast<uv_handle_t*>(&sigterm_), nullptr);
+    uv_close(reinterpret_cast<uv_handle_t*>(&sigint_), nullptr);
+    uv_close(reinterpret_cast<uv_handle_t*>(&sighup_), nullptr);
+    if (stopping_) uv_close(reinterpret_cast<uv_handle_t*>(&grace_), nullptr);
+    tokens_.reset();
+    processes_.reset();
+    fetcher_.reset();
+    connector_.reset();
+    scheduler_.reset();
+    executor_->close();
+  }
+
+  std::string config_path_;
+  uv_loop_t loop_;
+  std::shared_ptr<const config::Config> config_;
+  std::unique_ptr<UvExecutor> executor_;
+  std::unique_ptr<auth::UvScheduler> scheduler_;
+  std::unique_ptr<proxy::Connector> connector_;
+  std::unique_ptr<proxy::Fetcher> fetcher_;
+  std::unique_ptr<auth::UvProcessRunner> processes_;
+  auth::SourceDeps deps_;
+  std::unique_ptr<auth::TokenManager> tokens_;
+  std::unique_ptr<proxy::Server> server_;
+  uv_signal_t sigterm_, sigint_, sighup_;
+  uv_timer_t grace_;
+  bool stopping_ = false;
+  uint64_t generation_ = 0;
+};
+
+}  // namespace
+
+int run_proxy(const std::string& config_path) {
+  harden_process();
+  ControlPlane control(config_path);
+  return control.run();
+}
+
+int check_config(const std::string& config_path) {
+  auto loaded = config::load_file(config_path);
+  if (!loaded) {
+    print_diagnostics(loaded.error(), "error: ");
+    std::fprintf(stderr, "%zu error(s) in %s\n", loaded.error().size(), config_path.c_str());
+    return 1;
+  }
+  std::fputs(config::describe(*loaded->config).c_str(), stdout);
+  print_diagnostics(loaded->warnings, "warning: ");
+  std::printf("config OK: %s\n", config_path.c_str());
+  return 0;
+}
+
+int wait_ready(const std::string& admin, double timeout_seconds) {
+  // A tiny blocking HTTP/1.0 client: this verb runs before anything else in a pod or script.
+  std::string host = admin, port = "80";
+  size_t colon = admin.rfind(':');
+  if (colon != std::string::npos) {
+    host = admin.substr(0, colon);
+    port = admin.substr(colon + 1);
+  }
+  if (host.size() > 1 && host.front() == '[') host = host.substr(1, host.size() - 2);
+  auto deadline = std::chrono::steady_clock::now() +
+                  std::chrono::milliseconds(static_cast<int64_t>(timeout_seconds * 1000));
+  do {
+    sockaddr_storage ss{};
+    socklen_t sl = 0;
+    if (inet_pton(AF_INET6, host.c_str(), &reinterpret_cast<sockaddr_in6*>(&ss)->sin6_addr) == 1) {
+      ss.ss_family = AF_INET6;
+      reinterpret_cast<sockaddr_in6*>(&ss)->sin6_port = htons(std::stoi(port));
+      sl = sizeof(sockaddr_in6);
+    } else {
+      auto* a = reinterpret_cast<sockaddr_in*>(&ss);
+      a->sin_family = AF_INET;
+      a->sin_port = htons(std::stoi(port));
+      inet_pton(AF_INET, host == "localhost" ? "127.0.0.1" : host.c_str(), &a->sin_addr);
+      sl = sizeof(sockaddr_in);
+    }
+    int fd = ::socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd >= 0 && ::connect(fd, reinterpret_cast<sockaddr*>(&ss), sl) == 0) {
+      std::string req = "GET /readyz HTTP/1.0\r\nHost: " + admin + "\r\n\r\n";
+      if (::write(fd, req.data(), req.size()) == static_cast<ssize_t>(req.size())) {
+        char buf[64] = {0};
+        ssize_t n = ::read(fd, buf, sizeof buf - 1);
+        if (n > 12 && std::strncmp(buf + 9, "200", 3) == 0) {
+          ::close(fd);
+          return 0;
+        }
+      }
+    }
+    if (fd >= 0) ::close(fd);
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  } while (std::chrono::steady_clock::now() < deadline);
+  std::fprintf(stderr, "miproxy wait: %s not ready after %.0f s\n", admin.c_str(), timeout_seconds);
+  return 1;
+}
+
+}  // namespace miproxy::app

@@ -1,0 +1,570 @@
+#include <sys/socket.h>
+
+#include <cstring>
+
+#include <nlohmann/json.hpp>
+
+#include "base/log.h"
+#include "proxy/conn.h"
+#include "proxy/worker.h"
+#include "routing/router.h"
+
+namespace miproxy::proxy {
+namespace {
+
+ClientConn* self(llhttp_t* p) { return static_cast<ClientConn*>(p->data); }
+
+const llhttp_settings_t kRequestSettings = [] {
+  llhttp_settings_t s;
+  llhttp_settings_init(&s);
+  s.on_message_begin = [](llhttp_t* p) { return self(p)->on_message_begin(); };
+  s.on_url = [](llhttp_t* p, const char* at, size_t n) { return self(p)->on_url(at, n); };
+  s.on_header_field = [](llhttp_t* p, const char* at, size_t n) {
+    return self(p)->on_header_field(at, n);
+  };
+  s.on_header_value = [](llhttp_t* p, const char* at, size_t n) {
+    return self(p)->on_header_value(at, n);
+  };
+  s.on_header_value_complete = [](llhttp_t* p) { return self(p)->on_header_value_complete(); };
+  s.on_headers_complete = [](llhttp_t* p) { return self(p)->on_headers_complete(); };
+  s.on_body = [](llhttp_t* p, const char* at, size_t n) { return self(p)->on_body(at, n); };
+  s.on_message_complete = [](llhttp_t* p) { return self(p)->on_message_complete(); };
+  return s;
+}();
+
+// Splits an absolute-form target "http://host[:port]/path?q" into authority and path.
+bool split_absolute(std::string_view url, std::string_view* authority, std::string_view* path) {
+  size_t scheme_end = url.find("://");
+  if (scheme_end == std::string_view::npos) return false;
+  std::string_view scheme = url.substr(0, scheme_end);
+  if (!iequals(scheme, "http") && !iequals(scheme, "https")) return false;
+  std::string_view rest = url.substr(scheme_end + 3);
+  size_t slash = rest.find_first_of("/?");
+  *authority = rest.substr(0, slash);
+  if (authority->empty() || authority->find('@') != std::string_view::npos) return false;
+  *path = slash == std::string_view::npos ? std::string_view("/") : rest.substr(slash);
+  return true;
+}
+
+void append_header(std::string& out, std::string_view name, std::string_view value) {
+  out.append(name);
+  out.append(": ");
+  out.append(value);
+  out.append("\r\n");
+}
+
+}  // namespace
+
+ClientConn::ClientConn(Worker& worker, Transport* transport, const BoundListener& listener)
+    : worker_(worker), transport_(transport), listener_(listener) {
+  llhttp_init(&parser_, HTTP_REQUEST, &kRequestSettings);
+  parser_.data = this;
+  timer_ = new uv_timer_t;
+  uv_timer_init(worker_.loop(), timer_);
+  timer_->data = this;
+  worker_.stats().active_connections.fetch_add(1, std::memory_order_relaxed);
+}
+
+ClientConn::~ClientConn() {
+  worker_.stats().active_connections.fetch_sub(1, std::memory_order_relaxed);
+}
+
+void ClientConn::start() {
+  transport_->set_handler(this);
+  if (listener_.spec.kind == config::Listener::Kind::UNIX && !listener_.spec.allowed_uids.empty()) {
+    struct ucred cred {};
+    socklen_t len = sizeof cred;
+    peer_allowed_ = false;
+    if (getsockopt(transport_->fd(), SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0) {
+      peer_uid_ = cred.uid;
+      for (uid_t u : listener_.spec.allowed_uids) {
+        if (u == cred.uid) peer_allowed_ = true;
+      }
+    }
+  }
+  start_timer(worker_.snapshot()->config->limits.idle_timeout);
+  update_reading();
+}
+
+void ClientConn::close() {
+  if (closed_) return;
+  closed_ = true;
+  retire_exchange();  // its destructor releases the upstream side
+  if (transport_) {
+    transport_->set_handler(nullptr);
+    transport_->close();
+    transport_ = nullptr;
+  }
+  if (timer_) {
+    timer_->data = nullptr;
+    uv_close(reinterpret_cast<uv_handle_t*>(timer_),
+             [](uv_handle_t* h) { delete reinterpret_cast<uv_timer_t*>(h); });
+    timer_ = nullptr;
+  }
+  worker_.remove_conn(this);  // deletes on a later loop turn
+}
+
+void ClientConn::drain() {
+  draining_ = true;
+  if (idle() && pending_.empty()) close();
+}
+
+void ClientConn::update_reading() {
+  if (closed_ || !transport_) return;
+  bool want = !parse_paused_ && !body_paused_;
+  if (want && !reading_) {
+    transport_->read_start();
+    reading_ = true;
+  } else if (!want && reading_) {
+    transport_->read_stop();
+    reading_ = false;
+  }
+}
+
+void ClientConn::start_timer(double seconds) {
+  if (!timer_) return;
+  uv_timer_start(timer_, &ClientConn::on_timer, static_cast<uint64_t>(seconds * 1000), 0);
+}
+
+void ClientConn::stop_timer() {
+  if (timer_) uv_timer_stop(timer_);
+}
+
+void ClientConn::on_timer(uv_timer_t* timer) {
+  auto* c = static_cast<ClientConn*>(timer->data);
+  if (!c) return;
+  if (c->head_bytes_ > 0 && !c->ex_) {
+    // Slow or stalled request head (slowloris): answer 408 and close.
+    c->respond_error(408, "RequestTimeout", "request head not received in time", true);
+    return;
+  }
+  c->close();  // idle keep-alive connection
+}
+
+void ClientConn::on_read(const char* data, size_t len) {
+  if (closed_) return;
+  if (parse_paused_) {
+    pending_.append(data, len);
+    return;
+  }
+  execute(data, len);
+}
+
+void ClientConn::execute(const char* data, size_t len) {
+  llhttp_errno_t err = llhttp_execute(&parser_, data, len);
+  if (closed_) return;
+  if (err == HPE_OK) return;
+  if (err == HPE_PAUSED) {
+    const char* pos = llhttp_get_error_pos(&parser_);
+    size_t used = pos ? static_cast<size_t>(pos - data) : len;
+    pending_.assign(data + used, len - used);
+    parse_paused_ = true;
+    update_reading();
+    return;
+  }
+  if (err == HPE_PAUSED_UPGRADE) {
+    // Upgrade (WebSocket and the like) is not proxied; the response said Connection: close.
+    parse_paused_ = true;
+    close_after_response_ = true;
+    update_reading();
+    return;
+  }
+  if (error_answered_ || (ex_ && head_bytes_ == 0)) {
+    close();
+    return;
+  }
+  int status = 400;
+  std::string_view code = "BadRequest";
+  std::string reason = llhttp_get_error_reason(&parser_) ? llhttp_get_error_reason(&parser_) : "";
+  if (err == HPE_USER && reason.starts_with("431")) {
+    status = 431;
+    code = "RequestHeaderFieldsTooLarge";
+    reason = reason.substr(4);
+  }
+  if (ex_) {
+    // The request was already forwarded: the client broke its body framing mid-stream.
+    close();
+    return;
+  }
+  respond_error(status, code, "malformed HTTP request: " + reason, true);
+}
+
+void ClientConn::resume_parsing() {
+  if (closed_ || !parse_paused_) return;
+  // While a forwarded request is complete but its response is not, later (pipelined) requests
+  // stay unparsed so responses go out in order.
+  if (ex_ && request_complete_) return;
+  parse_paused_ = false;
+  llhttp_resume(&parser_);
+  if (!pending_.empty()) {
+    std::string buf = std::move(pending_);
+    pending_.clear();
+    execute(buf.data(), buf.size());
+    if (closed_) return;
+  }
+  update_reading();
+}
+
+void ClientConn::set_body_backpressure(bool paused) {
+  body_paused_ = paused;
+  update_reading();
+}
+
+void ClientConn::on_eof() {
+  if (ex_ && !request_complete_) {
+    // The client went away (or half-closed) mid-request: give up on it.
+    close();
+    return;
+  }
+  if (ex_) {
+    // Half-close after a complete request: finish the response, then close.
+    close_after_response_ = true;
+    return;
+  }
+  close();
+}
+
+void ClientConn::on_error(int code, const std::string& what) { close(); }
+
+void ClientConn::on_drain() {
+  if (closed_) return;
+  if (ex_) ex_->client_drained();
+  if (!ex_ && close_after_response_) close();
+}
+
+int ClientConn::on_message_begin() {
+  headers_.clear();
+  url_.clear();
+  method_.clear();
+  head_bytes_ = 1;
+  expect_continue_ = false;
+  request_complete_ = false;
+  error_answered_ = false;
+  started_ = SteadyClock::now();
+  bytes_in_ = 0;
+  request_id_.clear();
+  start_timer(worker_.snapshot()->config->limits.header_timeout);
+  return 0;
+}
+
+int ClientConn::on_url(const char* at, size_t len) {
+  url_.append(at, len);
+  if (url_.size() > worker_.snapshot()->config->limits.max_uri_bytes) {
+    llhttp_set_error_reason(&parser_, "431 request target too long");
+    return HPE_USER;
+  }
+  return 0;
+}
+
+int ClientConn::on_header_field(const char* at, size_t len) {
+  head_bytes_ += len;
+  headers_.append_name(at, len);
+  const auto& lim = worker_.snapshot()->config->limits;
+  if (headers_.size() > lim.max_headers) {
+    llhttp_set_error_reason(&parser_, "431 too many header fields");
+    return HPE_USER;
+  }
+  if (head_bytes_ > lim.max_header_bytes) {
+    llhttp_set_error_reason(&parser_, "431 request header too large");
+    return HPE_USER;
+  }
+  return 0;
+}
+
+int ClientConn::on_header_value(const char* at, size_t len) {
+  head_bytes_ += len;
+  headers_.append_value(at, len);
+  if (head_bytes_ > worker_.snapshot()->config->limits.max_header_bytes) {
+    llhttp_set_error_reason(&parser_, "431 request header too large");
+    return HPE_USER;
+  }
+  return 0;
+}
+
+int ClientConn::on_header_value_complete() {
+  headers_.finish_value();
+  return 0;
+}
+
+bool ClientConn::has_request_body() const {
+  return (parser_.flags & F_CHUNKED) != 0 ||
+         ((parser_.flags & F_CONTENT_LENGTH) != 0 && parser_.content_length > 0);
+}
+
+int ClientConn::on_headers_complete() {
+  stop_timer();
+  http_minor_ = llhttp_get_http_minor(&parser_);
+  keep_alive_ = llhttp_should_keep_alive(&parser_) && !draining_;
+  method_ = llhttp_method_name(static_cast<llhttp_method_t>(llhttp_get_method(&parser_)));
+  std::string_view expect;
+  if (headers_.find(HeaderToken::EXPECT, &expect)) {
+    expect_continue_ = iequals(expect, "100-continue");
+  }
+  int rc = start_exchange();
+  return rc;
+}
+
+int ClientConn::start_exchange() {
+  auto bad = [&](int status, std::string_view code, const std::string& msg, bool close) {
+    respond_error(status, code, msg, close || has_request_body());
+    // Stop parsing this connection's bytes when it will close; otherwise skip to the next
+    // message (a bodiless request's error is complete).
+    return close_after_response_ ? HPE_PAUSED : 0;
+  };
+
+  if (!peer_allowed_) {
+    return bad(403, "ClientNotAllowed",
+               "peer uid " + std::to_string(peer_uid_) + " is not in allowed_uids of listener " +
+                   listener_.display,
+               true);
+  }
+  if (llhttp_get_method(&parser_) == HTTP_CONNECT) {
+    return bad(405, "MethodNotAllowed",
+               "CONNECT tunnels are not supported: miproxy is not an open proxy", true);
+  }
+  if (parser_.upgrade) {
+    return bad(400, "BadRequest", "protocol upgrades are not supported", true);
+  }
+
+  // Host: absolute-form authority wins (apps using HTTP_PROXY), else exactly one Host header.
+  std::string_view host, path;
+  size_t host_count = headers_.count(HeaderToken::HOST);
+  if (host_count > 1) return bad(400, "BadRequest", "more than one Host header", true);
+  if (!url_.empty() && url_[0] != '/') {
+    if (!split_absolute(url_, &host, &path)) {
+      return bad(400, "BadRequest", "unsupported request target", true);
+    }
+  } else {
+    path = url_;
+    if (host_count == 0) {
+      if (http_minor_ >= 1) return bad(400, "BadRequest", "HTTP/1.1 request without Host", true);
+      host = "";
+    } else {
+      headers_.find(HeaderToken::HOST, &host);
+    }
+  }
+  if (path.empty() || path[0] != '/') return bad(400, "BadRequest", "request path must start with /", true);
+
+  log_path_ = redact_query(path);
+  const auto& snap = worker_.snapshot();
+  routing::MatchResult m = snap->table.match(host, path, method_);
+  if (m.outcome == routing::MatchResult::Outcome::NO_ROUTE) {
+    return bad(404, "NoRoute",
+               "no route matches host '" + routing::normalize_host(host) + "' path '" +
+                   redact_query(path.substr(0, path.find('?'))) + "'",
+               false);
+  }
+  const routing::CompiledRoute& cr = *m.route;
+  const config::Route& route = *cr.route;
+  size_t route_index = static_cast<size_t>(&cr - snap->table.routes().data());
+  if (m.outcome == routing::MatchResult::Outcome::METHOD_NOT_ALLOWED) {
+    return bad(405, "MethodNotAllowed",
+               "route '" + route.name + "' does not allow method " + method_, false);
+  }
+  if (route.inbound_authorization == config::Route::InboundAuthorization::REJECT &&
+      headers_.count(HeaderToken::AUTHORIZATION) > 0) {
+    return bad(400, "BadRequest",
+               "route '" + route.name +
+                   "' rejects requests that carry their own Authorization header",
+               false);
+  }
+
+  // Build the upstream request head (everything except Authorization and the final CRLF).
+  Exchange::Params p;
+  p.snapshot = snap;
+  p.route_index = route_index;
+  p.upstream = routing::resolve_upstream(cr, routing::normalize_host(host));
+  std::string up_path = routing::upstream_path(cr, p.upstream, path);
+  if (cr.storage) up_path = strip_sas_params(up_path);
+  p.method = method_;
+  p.chunked_body = (parser_.flags & F_CHUNKED) != 0;
+  p.has_body = has_request_body();
+  p.head_request = llhttp_get_method(&parser_) == HTTP_HEAD;
+
+  std::string& h = p.head_prefix;
+  h.reserve(512 + headers_.bytes());
+  h.append(method_);
+  h.push_back(' ');
+  h.append(up_path);
+  h.append(" HTTP/1.1\r\n");
+  append_header(h, "Host", p.upstream.authority());
+
+  std::string_view connection_list;
+  bool has_connection = headers_.find(HeaderToken::CONNECTION, &connection_list) != nullptr;
+  bool has_request_id = false;
+  std::string_view client_version;
+  bool has_version = false;
+  const auto& rules = route.headers;
+  for (size_t i = 0; i < headers_.size(); ++i) {
+    HeaderToken t = headers_.token(i);
+    std::string_view name = headers_.name(i);
+    if (is_hop_by_hop(t) || t == HeaderToken::HOST || t == HeaderToken::AUTHORIZATION) continue;
+    if (t == HeaderToken::CONTENT_LENGTH && p.chunked_body) continue;
+    if (has_connection && t == HeaderToken::OTHER && connection_lists(connection_list, name)) {
+      continue;
+    }
+    if (t == HeaderToken::X_MS_VERSION && cr.storage) {
+      client_version = headers_.value(i);
+      has_version = true;
+      continue;
+    }
+    bool skip = false;
+    for (const auto& r : rules.remove) {
+      if (iequals(r, name)) skip = true;
+    }
+    for (const auto& s : rules.set) {
+      if (iequals(s.first, name)) skip = true;
+    }
+    if (skip) continue;
+    if (t == HeaderToken::X_MS_CLIENT_REQUEST_ID) {
+      has_request_id = true;
+      request_id_ = std::string(headers_.value(i));
+    }
+    append_header(h, name, headers_.value(i));
+  }
+  for (const auto& s : rules.set) append_header(h, s.first, s.second);
+  if (cr.storage) {
+    std::string_view v = storage_version_to_send(p.upstream.host, has_version ? client_version : "");
+    if (has_version && v != client_version && log::enabled(log::Level::DEBUG)) {
+      log::debug("raised x-ms-version", {{"route", route.name},
+                                         {"from", std::string(client_version)},
+                                         {"to", std::string(v)}});
+    }
+    append_header(h, "x-ms-version", v);
+  }
+  if (!has_request_id) {
+    request_id_ = new_uuid();
+    append_header(h, "x-ms-client-request-id", request_id_);
+  }
+  if (p.chunked_body) append_header(h, "Transfer-Encoding", "chunked");
+
+  ex_ = std::make_unique<Exchange>(*this, std::move(p));
+  if (ex_->start()) return 0;
+  if (closed_ || error_answered_) return HPE_PAUSED;
+  return HPE_PAUSED;  // resumed by Exchange once the head is out
+}
+
+int ClientConn::on_body(const char* at, size_t len) {
+  bytes_in_ += len;
+  if (ex_) ex_->send_body(at, len);
+  return 0;
+}
+
+int ClientConn::on_message_complete() {
+  request_complete_ = true;
+  if (ex_) {
+    ex_->end_body();
+    if (closed_) return HPE_PAUSED;
+    // Hold further (pipelined) requests until this response is complete.
+    return ex_ ? HPE_PAUSED : 0;
+  }
+  // An error miproxy answered itself: the next request may follow.
+  head_bytes_ = 0;
+  if (close_after_response_) return HPE_PAUSED;
+  start_timer(worker_.snapshot()->config->limits.idle_timeout);
+  return 0;
+}
+
+void ClientConn::exchange_done(bool reusable) {
+  log_request(ex_.get(), ex_->status(), "");
+  retire_exchange();
+  head_bytes_ = 0;
+  if (!reusable || !keep_alive_ || close_after_response_ || draining_ || !request_complete_) {
+    close_after_response_ = true;
+    if (transport_ && transport_->write_queue_bytes() == 0) close();
+    return;
+  }
+  start_timer(worker_.snapshot()->config->limits.idle_timeout);
+  resume_parsing();
+}
+
+void ClientConn::exchange_failed_midstream() {
+  if (ex_) log_request(ex_.get(), ex_->status(), "UpstreamProtocolError");
+  close();
+}
+
+void ClientConn::respond_error(int status, std::string_view code, const std::string& message,
+                               bool close_conn) {
+  if (closed_) return;
+  if (close_conn || draining_) close_after_response_ = true;
+  error_answered_ = true;
+  std::string route_name, identity;
+  if (ex_) {
+    route_name = ex_->route().name;
+    identity = ex_->route().identity;
+  }
+  nlohmann::json err = {{"code", code}, {"message", message}};
+  if (!route_name.empty()) {
+    err["route"] = route_name;
+    err["identity"] = identity;
+  }
+  std::string body = nlohmann::json{{"error", err}}.dump();
+  std::string out;
+  out.reserve(256 + body.size());
+  out.append("HTTP/1.1 ");
+  out.append(std::to_string(status));
+  out.push_back(' ');
+  out.append(reason_phrase(status));
+  out.append("\r\nContent-Type: application/json\r\nx-miproxy-error: ");
+  out.append(code);
+  out.append("\r\nContent-Length: ");
+  out.append(std::to_string(body.size()));
+  if (status == 405 && ex_ == nullptr) {
+    // Allow is informative only; the route's methods are in the message.
+  }
+  if (close_after_response_ || !keep_alive_) {
+    out.append("\r\nConnection: close");
+    close_after_response_ = true;
+  }
+  out.append("\r\n\r\n");
+  out.append(body);
+  if (transport_) transport_->write(out.data(), out.size());
+  log_request(ex_.get(), status, code);
+  retire_exchange();
+  if (close_after_response_) {
+    parse_paused_ = true;
+    update_reading();
+    if (transport_ && transport_->write_queue_bytes() == 0) close();
+    return;
+  }
+  head_bytes_ = 0;
+  // Error answered for a bodiless request: the parser continues with the next message once
+  // this one completes. If the parser was paused (async failure), resume it.
+  if (parse_paused_) {
+    start_timer(worker_.snapshot()->config->limits.idle_timeout);
+    resume_parsing();
+  }
+}
+
+void ClientConn::retire_exchange() {
+  if (ex_) worker_.retire(std::move(ex_));
+}
+
+void ClientConn::log_request(const Exchange* ex, int status, std::string_view error_code) {
+  worker_.stats().requests.fetch_add(1, std::memory_order_relaxed);
+  if (!log::enabled(log::Level::INFO)) return;
+  auto now = SteadyClock::now();
+  double ms = std::chrono::duration<double, std::milli>(now - started_).count();
+  nlohmann::json line = {
+      {"time", log::now_rfc3339()},
+      {"method", method_},
+      {"path", log_path_},
+      {"status", status},
+      {"bytes_in", bytes_in_},
+      {"duration_ms", ms},
+  };
+  if (ex) {
+    line["route"] = ex->route().name;
+    line["identity"] = ex->route().identity;
+    line["token_source"] = ex->token_source();
+    line["bytes_out"] = ex->bytes_out();
+    line["upstream_ms"] = ex->upstream_ms();
+    if (!ex->object_id().empty()) line["object_id"] = ex->object_id();
+    if (!ex->service_error().empty()) line["service_error"] = ex->service_error();
+  }
+  if (!request_id_.empty()) line["client_request_id"] = request_id_;
+  if (!error_code.empty()) line["error"] = error_code;
+  log::access(line);
+}
+
+}  // namespace miproxy::proxy

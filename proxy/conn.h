@@ -1,0 +1,213 @@
+#pragma once
+// Internals: one downstream HTTP/1.1 connection (ClientConn) and the forwarding of one request
+// to its upstream (Exchange). A ClientConn serves requests strictly one at a time: pipelined
+// requests wait in the read buffer (parser paused) until the previous response is complete,
+// which answers them in order.
+//
+// Lifetimes: the worker owns ClientConns; a ClientConn owns its current Exchange. Neither is
+// deleted inside one of its own callbacks: ClientConn::close() hands the object to the worker
+// for deletion on the next loop turn, and a finished Exchange is parked until the next request
+// or the connection's deletion.
+
+#include <llhttp.h>
+#include <uv.h>
+
+#include <chrono>
+#include <memory>
+#include <string>
+
+#include "auth/token.h"
+#include "proxy/http1.h"
+#include "proxy/server.h"
+#include "proxy/transport.h"
+
+namespace miproxy::proxy {
+
+class Worker;
+class Exchange;
+
+using SteadyClock = std::chrono::steady_clock;
+
+class ClientConn : public Transport::Handler {
+ public:
+  ClientConn(Worker& worker, Transport* transport, const BoundListener& listener);
+  ~ClientConn() override;
+
+  void start();
+  // Idempotent; the object is deleted by the worker on a later loop turn.
+  void close();
+  // Worker drain: close now if idle, else after the current response.
+  void drain();
+  bool idle() const { return !ex_ && head_bytes_ == 0; }
+
+  // Transport::Handler (downstream socket).
+  void on_read(const char* data, size_t len) override;
+  void on_eof() override;
+  void on_error(int code, const std::string& what) override;
+  void on_drain() override;
+
+  // Called by the Exchange.
+  Transport* transport() { return transport_; }
+  void resume_parsing();             // head sent upstream: let body bytes flow
+  void set_body_backpressure(bool paused);
+  void exchange_done(bool reusable);  // response fully written to the transport
+  void exchange_failed_midstream();   // response already started; close
+  // Answers the current request with miproxy's own JSON error (interface.md) and, when
+  // |close| (or the request body was not consumed), closes after the write.
+  void respond_error(int status, std::string_view code, const std::string& message,
+                     bool close);
+  bool client_keep_alive() const { return keep_alive_; }
+  int http_minor() const { return http_minor_; }
+  Worker& worker() { return worker_; }
+
+  // llhttp trampolines.
+  int on_message_begin();
+  int on_url(const char* at, size_t len);
+  int on_header_field(const char* at, size_t len);
+  int on_header_value(const char* at, size_t len);
+  int on_header_value_complete();
+  int on_headers_complete();
+  int on_body(const char* at, size_t len);
+  int on_message_complete();
+
+ private:
+  void execute(const char* data, size_t len);
+  void update_reading();
+  void start_timer(double seconds);
+  void stop_timer();
+  static void on_timer(uv_timer_t* timer);
+  void log_request(const Exchange* ex, int status, std::string_view error_code);
+  void retire_exchange();
+  bool has_request_body() const;
+  int start_exchange();
+
+  Worker& worker_;
+  Transport* transport_;
+  const BoundListener& listener_;
+  llhttp_t parser_;
+  uv_timer_t* timer_ = nullptr;  // heap-allocated: freed by its own close callback
+
+  // Current request head.
+  HeaderList headers_;
+  std::string url_;
+  size_t head_bytes_ = 0;
+  int http_minor_ = 1;
+  bool keep_alive_ = true;
+  bool expect_continue_ = false;
+  SteadyClock::time_point started_{};
+  std::string method_;
+  std::string log_path_;     // redacted, for the access log
+  std::string request_id_;   // x-ms-client-request-id sent upstream
+
+  std::unique_ptr<Exchange> ex_;
+  uint64_t bytes_in_ = 0;
+  std::string pending_;       // bytes read while the parser was paused
+  bool parse_paused_ = false;
+  bool body_paused_ = false;
+  bool reading_ = false;
+  bool request_complete_ = false;
+  bool close_after_response_ = false;
+  bool closed_ = false;
+  bool error_answered_ = false;   // miproxy answered this request itself
+  bool draining_ = false;
+  uid_t peer_uid_ = static_cast<uid_t>(-1);
+  bool peer_allowed_ = true;
+};
+
+// Forwards one request: token, upstream connection (pooled or new, verified TLS), request head
+// and body out, response head and body back, with backpressure both ways.
+class Exchange : public Transport::Handler {
+ public:
+  struct Params {
+    std::shared_ptr<const Snapshot> snapshot;
+    size_t route_index = 0;
+    routing::Upstream upstream;
+    std::string head_prefix;   // request line + rewritten headers, without Authorization/CRLF
+    std::string method;
+    bool chunked_body = false;
+    bool has_body = false;
+    bool head_request = false;
+  };
+  Exchange(ClientConn& client, Params params);
+  ~Exchange() override;
+
+  // Starts token and connection acquisition. Returns true when the request head went out at
+  // once (the caller keeps parsing), false when the caller must pause until resume_parsing().
+  bool start();
+  void send_body(const char* data, size_t len);
+  void end_body();
+  void client_drained();  // downstream write queue drained: resume upstream reads
+
+  const config::Route& route() const;
+  const std::string& token_source() const { return token_source_; }
+  int status() const { return status_; }
+  uint64_t bytes_out() const { return bytes_out_; }
+  double upstream_ms() const;
+  std::string object_id() const { return token_ ? token_->object_id : std::string(); }
+  const std::string& service_error() const { return service_error_; }
+
+  // Transport::Handler (upstream socket).
+  void on_read(const char* data, size_t len) override;
+  void on_eof() override;
+  void on_error(int code, const std::string& what) override;
+  void on_drain() override;
+
+  // llhttp trampolines (response parser).
+  int on_message_begin();
+  int on_status(const char* at, size_t len);
+  int on_header_field(const char* at, size_t len);
+  int on_header_value(const char* at, size_t len);
+  int on_header_value_complete();
+  int on_headers_complete();
+  int on_body(const char* at, size_t len);
+  int on_message_complete();
+
+ private:
+  void acquire_upstream();
+  bool try_send_head();
+  void on_token(auth::TokenResult result);
+  void on_connected(std::expected<Transport*, ConnectError> result);
+  void fail(int status, std::string_view code, const std::string& message);
+  void upstream_broken(const std::string& what);
+  void finish();
+  void release_upstream(bool reusable);
+  std::shared_ptr<const auth::AccessToken> route_slot_token();
+  void start_response_timer();
+  static void on_timer(uv_timer_t* timer);
+
+  ClientConn& client_;
+  Params p_;
+  std::string pool_key_;
+  TlsClientOptions tls_;
+  std::shared_ptr<bool> alive_;
+  std::shared_ptr<const auth::AccessToken> token_;
+  std::string token_source_;
+  Transport* up_ = nullptr;
+  bool reused_ = false;
+  bool retried_ = false;
+  uint64_t connect_id_ = 0;
+  bool connecting_ = false;
+  bool waiting_token_ = false;
+  bool head_sent_ = false;
+  bool body_bytes_sent_ = false;
+  bool request_done_ = false;
+  bool response_started_ = false;  // any response byte seen
+  bool response_head_sent_ = false;
+  bool response_done_ = false;
+  bool rechunk_ = false;           // upstream body re-framed as chunked to the client
+  bool close_delimited_ = false;   // client body ends at close (HTTP/1.0 client)
+  bool upstream_paused_ = false;
+  bool done_pending_ = false;
+  bool failed_ = false;
+  int status_ = 0;
+  uint64_t bytes_out_ = 0;
+  llhttp_t rparser_;
+  HeaderList rheaders_;
+  std::string reason_;
+  std::string service_error_;      // x-ms-error-code of a 401/403
+  uv_timer_t* timer_ = nullptr;
+  SteadyClock::time_point head_sent_at_{};
+  SteadyClock::time_point response_at_{};
+};
+
+}  // namespace miproxy::proxy

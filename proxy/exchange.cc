@@ -1,0 +1,465 @@
+#include <nlohmann/json.hpp>
+
+#include "base/log.h"
+#include "proxy/conn.h"
+#include "proxy/worker.h"
+
+namespace miproxy::proxy {
+namespace {
+
+Exchange* self(llhttp_t* p) { return static_cast<Exchange*>(p->data); }
+
+const llhttp_settings_t kResponseSettings = [] {
+  llhttp_settings_t s;
+  llhttp_settings_init(&s);
+  s.on_message_begin = [](llhttp_t* p) { return self(p)->on_message_begin(); };
+  s.on_status = [](llhttp_t* p, const char* at, size_t n) { return self(p)->on_status(at, n); };
+  s.on_header_field = [](llhttp_t* p, const char* at, size_t n) {
+    return self(p)->on_header_field(at, n);
+  };
+  s.on_header_value = [](llhttp_t* p, const char* at, size_t n) {
+    return self(p)->on_header_value(at, n);
+  };
+  s.on_header_value_complete = [](llhttp_t* p) { return self(p)->on_header_value_complete(); };
+  s.on_headers_complete = [](llhttp_t* p) { return self(p)->on_headers_complete(); };
+  s.on_body = [](llhttp_t* p, const char* at, size_t n) { return self(p)->on_body(at, n); };
+  s.on_message_complete = [](llhttp_t* p) { return self(p)->on_message_complete(); };
+  return s;
+}();
+
+constexpr std::string_view kCrlf = "\r\n";
+
+uv_buf_t buf_of(std::string_view s) {
+  return uv_buf_init(const_cast<char*>(s.data()), static_cast<unsigned>(s.size()));
+}
+
+}  // namespace
+
+Exchange::Exchange(ClientConn& client, Params params)
+    : client_(client), p_(std::move(params)), alive_(std::make_shared<bool>(true)) {
+  const config::Route& r = route();
+  const config::Config& cfg = *p_.snapshot->config;
+  tls_.server_name = p_.upstream.host;
+  tls_.ca_file = r.tls_ca_file.empty() ? cfg.tls.ca_file : r.tls_ca_file;
+  tls_.min_version = cfg.tls.min_version;
+  pool_key_ = p_.upstream.authority();
+  pool_key_.push_back('|');
+  pool_key_.append(tls_.ca_file);
+  llhttp_init(&rparser_, HTTP_RESPONSE, &kResponseSettings);
+  rparser_.data = this;
+}
+
+Exchange::~Exchange() {
+  *alive_ = false;
+  if (connecting_) client_.worker().connector().cancel(connect_id_);
+  if (timer_) {
+    timer_->data = nullptr;
+    uv_close(reinterpret_cast<uv_handle_t*>(timer_),
+             [](uv_handle_t* h) { delete reinterpret_cast<uv_timer_t*>(h); });
+  }
+  if (up_) {
+    up_->set_handler(nullptr);
+    up_->close();
+    up_ = nullptr;
+  }
+}
+
+const config::Route& Exchange::route() const {
+  return *p_.snapshot->table.routes()[p_.route_index].route;
+}
+
+double Exchange::upstream_ms() const {
+  if (!head_sent_) return 0;
+  auto end = response_started_ ? response_at_ : SteadyClock::now();
+  return std::chrono::duration<double, std::milli>(end - head_sent_at_).count();
+}
+
+bool Exchange::start() {
+  const auto& rt = p_.snapshot->routes[p_.route_index];
+  if (!rt.slot) {
+    fail(502, "TokenAcquisitionFailed",
+         "route has no token source (scope \"auto\" is not learned yet)");
+    return false;
+  }
+  token_ = rt.slot->current();
+  if (!token_) {
+    waiting_token_ = true;
+    std::weak_ptr<bool> alive = alive_;
+    rt.slot->acquire(client_.worker().executor(), [this, alive](auth::TokenResult result) {
+      auto a = alive.lock();
+      if (!a || !*a) return;
+      on_token(std::move(result));
+    });
+  } else {
+    token_source_ = token_->source;
+  }
+  acquire_upstream();
+  return try_send_head();
+}
+
+void Exchange::acquire_upstream() {
+  up_ = client_.worker().pool().checkout(pool_key_);
+  if (up_) {
+    reused_ = true;
+    client_.worker().stats().upstream_reused.fetch_add(1, std::memory_order_relaxed);
+    up_->set_handler(this);
+    up_->read_start();
+    return;
+  }
+  reused_ = false;
+  connecting_ = true;
+  client_.worker().stats().upstream_connects.fetch_add(1, std::memory_order_relaxed);
+  std::weak_ptr<bool> alive = alive_;
+  auto timeout = std::chrono::milliseconds(static_cast<int64_t>(route().timeouts.connect * 1000));
+  connect_id_ = client_.worker().connector().connect(
+      p_.upstream.host, p_.upstream.port, &tls_, timeout,
+      [this, alive](std::expected<Transport*, ConnectError> result) {
+        auto a = alive.lock();
+        if (!a || !*a) {
+          if (result) (*result)->close();
+          return;
+        }
+        on_connected(std::move(result));
+      });
+}
+
+void Exchange::on_token(auth::TokenResult result) {
+  waiting_token_ = false;
+  if (!result) {
+    const auth::TokenError& e = result.error();
+    std::string msg = e.message;
+    if (!e.source.empty()) msg = e.source + ": " + msg;
+    fail(502, "TokenAcquisitionFailed", msg);
+    return;
+  }
+  token_ = *result;
+  token_source_ = token_->source;
+  if (try_send_head()) client_.resume_parsing();
+}
+
+void Exchange::on_connected(std::expected<Transport*, ConnectError> result) {
+  connecting_ = false;
+  if (!result) {
+    const ConnectError& e = result.error();
+    std::string where = " (" + p_.upstream.authority() + ")";
+    switch (e.kind) {
+      case ConnectError::Kind::TLS_VERIFY:
+      case ConnectError::Kind::TLS_HANDSHAKE:
+        fail(502, "UpstreamTlsFailed", e.message + where);
+        return;
+      case ConnectError::Kind::TIMEOUT:
+        fail(504, "UpstreamTimeout", "connect timed out: " + e.message + where);
+        return;
+      default:
+        fail(503, "UpstreamUnavailable", e.message + where);
+        return;
+    }
+  }
+  up_ = *result;
+  up_->set_handler(this);
+  up_->read_start();
+  if (try_send_head()) client_.resume_parsing();
+}
+
+bool Exchange::try_send_head() {
+  if (head_sent_ || failed_ || !token_ || !up_) return false;
+  if (token_->expires_at <= auth::Clock::now()) {
+    // Never send an expired token (it may have expired while we waited for a connection).
+    token_ = route_slot_token();
+    if (!token_) {
+      fail(502, "TokenAcquisitionFailed", "the cached token expired and no new one is available");
+      return false;
+    }
+  }
+  // The token goes straight from the cache into the TLS layer: no copy of it is kept here.
+  static constexpr std::string_view kAuth = "Authorization: Bearer ";
+  uv_buf_t bufs[4] = {buf_of(p_.head_prefix), buf_of(kAuth), buf_of(token_->value.reveal()),
+                      buf_of("\r\n\r\n")};
+  up_->write(bufs, 4);
+  head_sent_ = true;
+  head_sent_at_ = SteadyClock::now();
+  if (!p_.has_body) {
+    request_done_ = true;
+    start_response_timer();
+  }
+  return true;
+}
+
+std::shared_ptr<const auth::AccessToken> Exchange::route_slot_token() {
+  const auto& rt = p_.snapshot->routes[p_.route_index];
+  return rt.slot ? rt.slot->current() : nullptr;
+}
+
+void Exchange::send_body(const char* data, size_t len) {
+  if (!up_ || failed_ || len == 0) return;
+  body_bytes_sent_ = true;
+  if (p_.chunked_body) {
+    std::string hdr;
+    append_chunk_header(hdr, len);
+    uv_buf_t bufs[3] = {buf_of(hdr), uv_buf_init(const_cast<char*>(data), len), buf_of(kCrlf)};
+    up_->write(bufs, 3);
+  } else {
+    up_->write(data, len);
+  }
+  if (up_->write_queue_bytes() > kHighWatermark) client_.set_body_backpressure(true);
+}
+
+void Exchange::end_body() {
+  if (request_done_) return;
+  request_done_ = true;
+  if (up_ && !failed_ && p_.chunked_body) up_->write(kLastChunk.data(), kLastChunk.size());
+  if (!response_done_) start_response_timer();
+}
+
+void Exchange::on_drain() {
+  // Upstream accepted everything queued: the client may send more body.
+  client_.set_body_backpressure(false);
+}
+
+void Exchange::client_drained() {
+  if (upstream_paused_ && up_) {
+    upstream_paused_ = false;
+    up_->read_start();
+  }
+  if (response_done_ && done_pending_) {
+    // Response fully handed to the kernel: nothing else to wait for.
+  }
+}
+
+void Exchange::start_response_timer() {
+  double secs = route().timeouts.response;
+  if (!timer_) {
+    timer_ = new uv_timer_t;
+    uv_timer_init(client_.worker().loop(), timer_);
+    timer_->data = this;
+  }
+  uv_timer_start(timer_, &Exchange::on_timer, static_cast<uint64_t>(secs * 1000), 0);
+}
+
+void Exchange::on_timer(uv_timer_t* timer) {
+  auto* ex = static_cast<Exchange*>(timer->data);
+  if (!ex || ex->response_done_) return;
+  if (!ex->response_head_sent_) {
+    ex->release_upstream(false);
+    ex->fail(504, "UpstreamTimeout",
+             "no response from " + ex->p_.upstream.authority() + " within " +
+                 std::to_string(static_cast<int>(ex->route().timeouts.response)) + " s");
+    return;
+  }
+  ex->release_upstream(false);
+  ex->client_.exchange_failed_midstream();
+}
+
+void Exchange::fail(int status, std::string_view code, const std::string& message) {
+  if (failed_) return;
+  failed_ = true;
+  release_upstream(!head_sent_);
+  log::warn("request failed", {{"route", route().name}, {"identity", route().identity},
+                               {"status", status}, {"code", code}, {"message", message}});
+  // Last action: the client may retire (and later delete) this exchange.
+  client_.respond_error(status, code, message, false);
+}
+
+void Exchange::release_upstream(bool reusable) {
+  if (!up_) return;
+  Transport* t = up_;
+  up_ = nullptr;
+  t->set_handler(nullptr);
+  if (reusable && !t->is_closing()) {
+    client_.worker().pool().checkin(pool_key_, t, route().timeouts.idle);
+  } else {
+    t->close();
+  }
+}
+
+void Exchange::upstream_broken(const std::string& what) {
+  if (failed_ || response_done_) return;
+  bool can_retry = reused_ && !retried_ && !response_started_ && !body_bytes_sent_;
+  release_upstream(false);
+  if (can_retry) {
+    // A pooled connection the server had closed: replay the head once on a fresh one.
+    retried_ = true;
+    head_sent_ = false;
+    acquire_upstream();
+    try_send_head();
+    return;
+  }
+  if (response_head_sent_) {
+    failed_ = true;
+    client_.exchange_failed_midstream();
+    return;
+  }
+  fail(502, "UpstreamProtocolError",
+       "upstream " + p_.upstream.authority() + " closed the connection: " + what);
+}
+
+void Exchange::on_read(const char* data, size_t len) {
+  if (!response_started_) {
+    response_started_ = true;
+    response_at_ = SteadyClock::now();
+  }
+  if (timer_ && !response_done_) {
+    uv_timer_again(timer_);
+  }
+  llhttp_errno_t err = llhttp_execute(&rparser_, data, len);
+  if (done_pending_) {
+    done_pending_ = false;
+    finish();  // may retire this exchange: nothing after it
+    return;
+  }
+  if (err == HPE_OK || err == HPE_PAUSED) return;
+  std::string reason = llhttp_get_error_reason(&rparser_) ? llhttp_get_error_reason(&rparser_) : "";
+  release_upstream(false);
+  if (response_head_sent_) {
+    failed_ = true;
+    client_.exchange_failed_midstream();
+    return;
+  }
+  fail(502, "UpstreamProtocolError", "malformed response from upstream: " + reason);
+}
+
+void Exchange::on_eof() {
+  if (response_started_ && llhttp_message_needs_eof(&rparser_)) {
+    llhttp_finish(&rparser_);
+    if (done_pending_) {
+      done_pending_ = false;
+      if (up_) {
+        Transport* t = up_;
+        up_ = nullptr;
+        t->set_handler(nullptr);
+        t->close();
+      }
+      finish();
+      return;
+    }
+  }
+  upstream_broken("end of stream");
+}
+
+void Exchange::on_error(int code, const std::string& what) { upstream_broken(what); }
+
+int Exchange::on_message_begin() {
+  rheaders_.clear();
+  reason_.clear();
+  return 0;
+}
+
+int Exchange::on_status(const char* at, size_t len) {
+  reason_.append(at, len);
+  return 0;
+}
+
+int Exchange::on_header_field(const char* at, size_t len) {
+  rheaders_.append_name(at, len);
+  return rheaders_.bytes() > 256 * 1024 ? -1 : 0;
+}
+
+int Exchange::on_header_value(const char* at, size_t len) {
+  rheaders_.append_value(at, len);
+  return rheaders_.bytes() > 256 * 1024 ? -1 : 0;
+}
+
+int Exchange::on_header_value_complete() {
+  rheaders_.finish_value();
+  return 0;
+}
+
+int Exchange::on_headers_complete() {
+  int status = llhttp_get_status_code(&rparser_);
+  if (status < 200) {
+    if (status == 100 && client_.transport()) {
+      // Relay "100 Continue" so a client using Expect: 100-continue sends its body.
+      static constexpr std::string_view k100 = "HTTP/1.1 100 Continue\r\n\r\n";
+      client_.transport()->write(k100.data(), k100.size());
+    }
+    return 0;
+  }
+  status_ = status;
+  bool no_body = p_.head_request || status == 204 || status == 304;
+  bool has_length = (rparser_.flags & F_CONTENT_LENGTH) != 0;
+  bool keep_client = client_.client_keep_alive();
+  if (!no_body && !has_length) {
+    if (client_.http_minor() >= 1) {
+      rechunk_ = true;
+    } else {
+      close_delimited_ = true;
+      keep_client = false;
+    }
+  }
+  if (status == 401 || status == 403) {
+    std::string_view code;
+    if (rheaders_.find_name("x-ms-error-code", &code)) service_error_ = std::string(code);
+    log::warn("upstream denied the request",
+              {{"route", route().name}, {"identity", route().identity},
+               {"object_id", token_ ? token_->object_id : ""}, {"status", status},
+               {"service_error", service_error_}});
+  }
+
+  std::string h;
+  h.reserve(256 + rheaders_.bytes());
+  h.append("HTTP/1.1 ");
+  h.append(std::to_string(status));
+  h.push_back(' ');
+  h.append(reason_.empty() ? reason_phrase(status) : std::string_view(reason_));
+  h.append("\r\n");
+  std::string_view connection_list;
+  bool has_connection = rheaders_.find(HeaderToken::CONNECTION, &connection_list) != nullptr;
+  for (size_t i = 0; i < rheaders_.size(); ++i) {
+    HeaderToken t = rheaders_.token(i);
+    if (is_hop_by_hop(t)) continue;
+    if (t == HeaderToken::CONTENT_LENGTH && (rechunk_ || close_delimited_)) continue;
+    if (has_connection && t == HeaderToken::OTHER &&
+        connection_lists(connection_list, rheaders_.name(i))) {
+      continue;
+    }
+    h.append(rheaders_.name(i));
+    h.append(": ");
+    h.append(rheaders_.value(i));
+    h.append("\r\n");
+  }
+  if (rechunk_) h.append("Transfer-Encoding: chunked\r\n");
+  if (!keep_client || client_.worker().draining()) h.append("Connection: close\r\n");
+  h.append("\r\n");
+  client_.transport()->write(h.data(), h.size());
+  response_head_sent_ = true;
+  return no_body ? 1 : 0;
+}
+
+int Exchange::on_body(const char* at, size_t len) {
+  Transport* down = client_.transport();
+  if (!down) return 0;
+  bytes_out_ += len;
+  if (rechunk_) {
+    std::string hdr;
+    append_chunk_header(hdr, len);
+    uv_buf_t bufs[3] = {buf_of(hdr), uv_buf_init(const_cast<char*>(at), len), buf_of(kCrlf)};
+    down->write(bufs, 3);
+  } else {
+    down->write(at, len);
+  }
+  if (down->write_queue_bytes() > kHighWatermark && up_ && !upstream_paused_) {
+    upstream_paused_ = true;
+    up_->read_stop();
+  }
+  return 0;
+}
+
+int Exchange::on_message_complete() {
+  if (status_ == 0) return 0;  // the end of a 1xx interim response
+  response_done_ = true;
+  if (rechunk_ && client_.transport()) {
+    client_.transport()->write(kLastChunk.data(), kLastChunk.size());
+  }
+  if (timer_) uv_timer_stop(timer_);
+  done_pending_ = true;
+  return HPE_PAUSED;  // finish() runs after llhttp_execute returns
+}
+
+void Exchange::finish() {
+  bool upstream_reusable = request_done_ && llhttp_should_keep_alive(&rparser_) && !close_delimited_;
+  release_upstream(upstream_reusable);
+  bool client_reusable = !close_delimited_;
+  client_.exchange_done(client_reusable);  // may retire this exchange: nothing after it
+}
+
+}  // namespace miproxy::proxy
