@@ -21,7 +21,9 @@
 #include "auth/uv_executor.h"
 #include "base/log.h"
 #include "config/config.h"
+#include "proxy/admin.h"
 #include "proxy/fetcher.h"
+#include "proxy/metrics.h"
 #include "proxy/server.h"
 #include "proxy/transport.h"
 
@@ -79,7 +81,9 @@ class ControlPlane {
     tokens_ = std::make_unique<auth::TokenManager>(
         *executor_, *scheduler_,
         [this](const config::Identity& id) { return auth::make_source(id, deps_); });
-    tokens_->set_observer([](const auth::AcquisitionEvent& e) {
+    tokens_->set_observer([this](const auth::AcquisitionEvent& e) {
+      metrics_.token_acquisition(e.identity, e.source, e.ok,
+                                 std::chrono::duration<double>(e.latency).count());
       if (e.ok) {
         log::info("token acquired", {{"identity", e.identity}, {"scope", e.scope},
                                      {"source", e.source}, {"refresh", e.refresh}});
@@ -108,6 +112,7 @@ class ControlPlane {
     for (const auto& [name, id] : config_->identities) {
       log::info("identity", {{"name", name}, {"type", config::to_string(id.type)}});
     }
+    if (config_->admin.enabled && !start_admin()) return 1;
     log::info("started", {{"workers", worker_count(*config_)}, {"version", MIPROXY_VERSION}});
     tokens_->prefetch();
 
@@ -128,15 +133,57 @@ class ControlPlane {
   std::shared_ptr<const proxy::Snapshot> build_snapshot(std::shared_ptr<const config::Config> c) {
     auto snap = std::make_shared<proxy::Snapshot>(c);
     snap->generation = ++generation_;
+    snap->unrouted_metrics = metrics_.route("");
     for (const auto& cr : snap->table.routes()) {
       proxy::RouteRuntime rt;
       const config::Route& r = *cr.route;
       if (r.scope != "auto") {
         rt.slot = tokens_->slot(c->identities.at(r.identity), r.scope);
       }
+      rt.metrics = metrics_.route(r.name);
       snap->routes.push_back(std::move(rt));
     }
     return snap;
+  }
+
+  bool start_admin() {
+    proxy::AdminServer::Handlers h;
+    h.readiness = [this] { return readiness(); };
+    h.metrics = [this] { return scrape(); };
+    h.allow_quit = config_->admin.allow_quit;
+    h.quit = [this] { on_signal(SIGTERM); };
+    admin_ = std::make_unique<proxy::AdminServer>(&loop_, std::move(h));
+    auto bound = admin_->listen(config_->admin.host, config_->admin.port);
+    if (!bound) {
+      log::error("cannot listen", {{"error", bound.error()}});
+      server_->force_close();
+      server_->join();
+      return false;
+    }
+    log::info("admin listening", {{"address", *bound}});
+    return true;
+  }
+
+  std::pair<bool, std::string> readiness() {
+    nlohmann::json slots = tokens_->status_json();
+    bool ready = !stopping_ && tokens_->ready();
+    nlohmann::json body = {{"ready", ready}, {"identities", slots}};
+    if (stopping_) body["reason"] = "draining";
+    return {ready, body.dump()};
+  }
+
+  std::string scrape() {
+    metrics_.set_worker_totals(server_->total(&proxy::WorkerStats::upstream_connects),
+                               server_->total(&proxy::WorkerStats::upstream_reused),
+                               server_->total(&proxy::WorkerStats::upstream_open),
+                               server_->total(&proxy::WorkerStats::active_connections));
+    for (const auto& s : tokens_->status_json()) {
+      double secs = s.contains("expires_in") && s["expires_in"].is_number()
+                        ? s["expires_in"].get<double>()
+                        : 0.0;
+      metrics_.token_expiry(s.value("identity", ""), s.value("scope", ""), secs);
+    }
+    return metrics_.serialize();
   }
 
   void start_signal(uv_signal_t* h, int signum) {
@@ -173,6 +220,7 @@ class ControlPlane {
   void reload() {
     auto loaded = config::load_file(config_path_);
     if (!loaded) {
+      metrics_.config_reload(false);
       std::vector<std::string> errors;
       for (const auto& d : loaded.error()) errors.push_back(d.to_string());
       log::error("reload failed: keeping the running config", {{"errors", errors}});
@@ -183,6 +231,7 @@ class ControlPlane {
       log::warn("listener changes take effect after a restart", {});
     }
     config_ = c;
+    metrics_.config_reload(true);
     server_->publish(build_snapshot(c));
     tokens_->retain(c->identities);
     tokens_->prefetch();
@@ -194,6 +243,7 @@ class ControlPlane {
     uv_close(reinterpret_cast<uv_handle_t*>(&sigint_), nullptr);
     uv_close(reinterpret_cast<uv_handle_t*>(&sighup_), nullptr);
     if (stopping_) uv_close(reinterpret_cast<uv_handle_t*>(&grace_), nullptr);
+    admin_.reset();
     tokens_.reset();
     processes_.reset();
     fetcher_.reset();
@@ -213,6 +263,8 @@ class ControlPlane {
   auth::SourceDeps deps_;
   std::unique_ptr<auth::TokenManager> tokens_;
   std::unique_ptr<proxy::Server> server_;
+  std::unique_ptr<proxy::AdminServer> admin_;
+  proxy::Metrics metrics_;
   uv_signal_t sigterm_, sigint_, sighup_;
   uv_timer_t grace_;
   bool stopping_ = false;

@@ -237,6 +237,7 @@ int ClientConn::on_message_begin() {
   url_.clear();
   method_.clear();
   head_bytes_ = 1;
+  metrics_ = nullptr;
   expect_continue_ = false;
   request_complete_ = false;
   error_answered_ = false;
@@ -347,6 +348,7 @@ int ClientConn::start_exchange() {
 
   log_path_ = redact_query(path);
   const auto& snap = worker_.snapshot();
+  metrics_ = snap->unrouted_metrics.get();
   routing::MatchResult m = snap->table.match(host, path, method_);
   if (m.outcome == routing::MatchResult::Outcome::NO_ROUTE) {
     return bad(404, "NoRoute",
@@ -357,6 +359,7 @@ int ClientConn::start_exchange() {
   const routing::CompiledRoute& cr = *m.route;
   const config::Route& route = *cr.route;
   size_t route_index = static_cast<size_t>(&cr - snap->table.routes().data());
+  metrics_ = snap->routes[route_index].metrics.get();
   if (m.outcome == routing::MatchResult::Outcome::METHOD_NOT_ALLOWED) {
     return bad(405, "MethodNotAllowed",
                "route '" + route.name + "' does not allow method " + method_, false);
@@ -542,9 +545,12 @@ void ClientConn::retire_exchange() {
 
 void ClientConn::log_request(const Exchange* ex, int status, std::string_view error_code) {
   worker_.stats().requests.fetch_add(1, std::memory_order_relaxed);
-  if (!log::enabled(log::Level::INFO)) return;
   auto now = SteadyClock::now();
   double ms = std::chrono::duration<double, std::milli>(now - started_).count();
+  if (!metrics_) metrics_ = worker_.snapshot()->unrouted_metrics.get();
+  if (metrics_) metrics_->observe(method_, status, ms / 1000, ex ? ex->upstream_ms() / 1000 : 0);
+  metrics_ = nullptr;
+  if (!log::enabled(log::Level::INFO)) return;
   nlohmann::json line = {
       {"time", log::now_rfc3339()},
       {"method", method_},

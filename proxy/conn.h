@@ -101,6 +101,7 @@ class ClientConn : public Transport::Handler {
 
   std::unique_ptr<Exchange> ex_;
   uint64_t bytes_in_ = 0;
+  const RouteMetrics* metrics_ = nullptr;  // owned by Metrics for the process lifetime
   std::string pending_;       // bytes read while the parser was paused
   bool parse_paused_ = false;
   bool body_paused_ = false;

@@ -59,7 +59,7 @@ Exchange::~Exchange() {
   }
   if (up_) {
     up_->set_handler(nullptr);
-    up_->close();
+    client_.worker().close_upstream(up_);
     up_ = nullptr;
   }
 }
@@ -156,6 +156,7 @@ void Exchange::on_connected(std::expected<Transport*, ConnectError> result) {
     }
   }
   up_ = *result;
+  client_.worker().stats().upstream_open.fetch_add(1, std::memory_order_relaxed);
   up_->set_handler(this);
   up_->read_start();
   if (try_send_head()) client_.resume_parsing();
@@ -268,7 +269,7 @@ void Exchange::release_upstream(bool reusable) {
   if (reusable && !t->is_closing()) {
     client_.worker().pool().checkin(pool_key_, t, route().timeouts.idle);
   } else {
-    t->close();
+    client_.worker().close_upstream(t);
   }
 }
 
@@ -323,12 +324,7 @@ void Exchange::on_eof() {
     llhttp_finish(&rparser_);
     if (done_pending_) {
       done_pending_ = false;
-      if (up_) {
-        Transport* t = up_;
-        up_ = nullptr;
-        t->set_handler(nullptr);
-        t->close();
-      }
+      release_upstream(false);
       finish();
       return;
     }

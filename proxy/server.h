@@ -14,6 +14,7 @@
 
 #include "auth/token.h"
 #include "config/config.h"
+#include "proxy/metrics.h"
 #include "routing/router.h"
 
 namespace miproxy::proxy {
@@ -22,6 +23,7 @@ namespace miproxy::proxy {
 // shared read-only by all workers. A request keeps the snapshot it started with.
 struct RouteRuntime {
   std::shared_ptr<auth::TokenSlot> slot;  // null only for scope "auto" before it is learned
+  std::shared_ptr<const RouteMetrics> metrics;
 };
 
 struct Snapshot {
@@ -29,6 +31,7 @@ struct Snapshot {
   std::shared_ptr<const config::Config> config;
   routing::Table table;
   std::vector<RouteRuntime> routes;  // parallel to table.routes()
+  std::shared_ptr<const RouteMetrics> unrouted_metrics;  // requests that matched no route
   uint64_t generation = 0;
 };
 
@@ -50,6 +53,7 @@ struct WorkerStats {
   std::atomic<uint64_t> active_connections{0};
   std::atomic<uint64_t> upstream_connects{0};
   std::atomic<uint64_t> upstream_reused{0};
+  std::atomic<uint64_t> upstream_open{0};
   std::atomic<uint64_t> tls_handshakes{0};
   std::atomic<uint64_t> tls_resumed{0};
 };

@@ -118,12 +118,13 @@ struct UpstreamPool::IdleConn : Transport::Handler {
   void on_drain() override {}
   void drop() {
     transport->set_handler(nullptr);
-    transport->close();
+    pool->close_transport(transport);
     pool->remove(this);  // deletes this
   }
 };
 
-UpstreamPool::UpstreamPool(uv_loop_t* loop) : loop_(loop) {
+UpstreamPool::UpstreamPool(uv_loop_t* loop, std::atomic<uint64_t>* open_counter)
+    : loop_(loop), open_(open_counter) {
   uv_timer_init(loop_, &sweep_);
   sweep_.data = this;
   uv_timer_start(&sweep_, &UpstreamPool::on_sweep, 1000, 1000);
@@ -176,7 +177,7 @@ void UpstreamPool::on_sweep(uv_timer_t* timer) {
     for (auto li = list.begin(); li != list.end();) {
       if ((*li)->expires_ms <= now) {
         (*li)->transport->set_handler(nullptr);
-        (*li)->transport->close();
+        pool->close_transport((*li)->transport);
         li = list.erase(li);
       } else {
         ++li;
@@ -189,13 +190,18 @@ void UpstreamPool::close_all() {
   for (auto& [key, list] : idle_) {
     for (auto& c : list) {
       c->transport->set_handler(nullptr);
-      c->transport->close();
+      close_transport(c->transport);
     }
   }
   idle_.clear();
   if (!uv_is_closing(reinterpret_cast<uv_handle_t*>(&sweep_))) {
     uv_close(reinterpret_cast<uv_handle_t*>(&sweep_), nullptr);
   }
+}
+
+void UpstreamPool::close_transport(Transport* t) {
+  open_->fetch_sub(1, std::memory_order_relaxed);
+  t->close();
 }
 
 size_t UpstreamPool::idle_count() const {
@@ -209,7 +215,7 @@ size_t UpstreamPool::idle_count() const {
 Worker::Worker(Server& server, unsigned index) : server_(server), index_(index) {
   uv_loop_init(&loop_);
   executor_ = std::make_unique<UvExecutor>(&loop_);
-  pool_ = std::make_unique<UpstreamPool>(&loop_);
+  pool_ = std::make_unique<UpstreamPool>(&loop_, &stats_.upstream_open);
   connector_ = std::make_unique<Connector>(&loop_);
   uv_check_init(&loop_, &reaper_);
   reaper_.data = this;
@@ -297,6 +303,11 @@ void Worker::remove_conn(ClientConn* conn) {
   conns_.remove(conn);
   graveyard_.push_back(conn);
   schedule_reap();
+}
+
+void Worker::close_upstream(Transport* t) {
+  stats_.upstream_open.fetch_sub(1, std::memory_order_relaxed);
+  t->close();
 }
 
 void Worker::retire(std::unique_ptr<Exchange> ex) {

@@ -32,7 +32,7 @@ inline constexpr size_t kHighWatermark = 256 * 1024;
 // closes those idle longer than their route's idle timeout.
 class UpstreamPool {
  public:
-  explicit UpstreamPool(uv_loop_t* loop);
+  UpstreamPool(uv_loop_t* loop, std::atomic<uint64_t>* open_counter);
   ~UpstreamPool();
   // A parked connection for |key|, or nullptr. The caller sets its handler and reads.
   Transport* checkout(const std::string& key);
@@ -44,7 +44,9 @@ class UpstreamPool {
   struct IdleConn;
   void remove(IdleConn* conn);
   static void on_sweep(uv_timer_t* timer);
+  void close_transport(Transport* t);
   uv_loop_t* loop_;
+  std::atomic<uint64_t>* open_;
   uv_timer_t sweep_;
   std::unordered_map<std::string, std::list<std::unique_ptr<IdleConn>>> idle_;
 };
@@ -74,6 +76,8 @@ class Worker {
   void remove_conn(ClientConn* conn);
   // Deletes a finished exchange on a later loop turn.
   void retire(std::unique_ptr<Exchange> ex);
+  // Closes an upstream transport this worker opened (keeps the open-connections gauge right).
+  void close_upstream(Transport* t);
 
  private:
   struct ListenHandle {

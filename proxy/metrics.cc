@@ -1,0 +1,144 @@
+#include "proxy/metrics.h"
+
+#include <prometheus/text_serializer.h>
+
+#include <sstream>
+
+namespace miproxy::proxy {
+namespace {
+
+const prometheus::Histogram::BucketBoundaries kLatencyBuckets = {
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60};
+
+size_t method_index(std::string_view method) {
+  for (size_t i = 0; i + 1 < kMetricMethods.size(); ++i) {
+    if (kMetricMethods[i] == method) return i;
+  }
+  return kMetricMethods.size() - 1;
+}
+
+}  // namespace
+
+void RouteMetrics::observe(std::string_view method, int status, double seconds,
+                           double upstream_seconds) const {
+  int cls = status / 100;
+  if (cls < 1 || cls > 5) cls = 5;
+  requests[method_index(method)][static_cast<size_t>(cls - 1)]->Increment();
+  duration->Observe(seconds);
+  if (upstream_seconds > 0) upstream_duration->Observe(upstream_seconds);
+}
+
+Metrics::Metrics()
+    : registry_(std::make_shared<prometheus::Registry>()),
+      requests_(prometheus::BuildCounter()
+                    .Name("miproxy_requests_total")
+                    .Help("Requests answered, by route, method and status class.")
+                    .Register(*registry_)),
+      duration_(prometheus::BuildHistogram()
+                    .Name("miproxy_request_duration_seconds")
+                    .Help("Time from the request head to the end of the response, by route.")
+                    .Register(*registry_)),
+      upstream_duration_(prometheus::BuildHistogram()
+                             .Name("miproxy_upstream_duration_seconds")
+                             .Help("Time from the request head sent upstream to the first "
+                                   "response byte, by route.")
+                             .Register(*registry_)),
+      token_acquisitions_(prometheus::BuildCounter()
+                              .Name("miproxy_token_acquisitions_total")
+                              .Help("Token endpoint attempts, by identity, source and result.")
+                              .Register(*registry_)),
+      token_latency_(prometheus::BuildHistogram()
+                         .Name("miproxy_token_acquisition_duration_seconds")
+                         .Help("Latency of token endpoint attempts, by identity.")
+                         .Register(*registry_)),
+      token_expiry_(prometheus::BuildGauge()
+                        .Name("miproxy_token_expiry_seconds")
+                        .Help("Seconds until the cached token of each identity and scope "
+                              "expires (0 when none is cached).")
+                        .Register(*registry_)),
+      reloads_(prometheus::BuildCounter()
+                   .Name("miproxy_config_reloads_total")
+                   .Help("Configuration reloads, by result.")
+                   .Register(*registry_)),
+      upstream_connects_(prometheus::BuildCounter()
+                             .Name("miproxy_upstream_connections_opened_total")
+                             .Help("Upstream connections opened (TCP + TLS handshake).")
+                             .Register(*registry_)
+                             .Add({})),
+      upstream_reused_(prometheus::BuildCounter()
+                           .Name("miproxy_upstream_connections_reused_total")
+                           .Help("Requests sent on a pooled keep-alive upstream connection.")
+                           .Register(*registry_)
+                           .Add({})),
+      upstream_open_(prometheus::BuildGauge()
+                         .Name("miproxy_upstream_connections_open")
+                         .Help("Upstream connections open now (busy and idle).")
+                         .Register(*registry_)
+                         .Add({})),
+      downstream_open_(prometheus::BuildGauge()
+                           .Name("miproxy_downstream_connections_open")
+                           .Help("Client connections open now.")
+                           .Register(*registry_)
+                           .Add({})) {
+  reloads_.Add({{"result", "success"}});
+  reloads_.Add({{"result", "failure"}});
+}
+
+std::shared_ptr<const RouteMetrics> Metrics::route(const std::string& name) {
+  std::lock_guard lock(mu_);
+  auto it = routes_.find(name);
+  if (it != routes_.end()) return it->second;
+  auto m = std::make_shared<RouteMetrics>();
+  static constexpr std::string_view kClasses[] = {"1xx", "2xx", "3xx", "4xx", "5xx"};
+  for (size_t i = 0; i < kMetricMethods.size(); ++i) {
+    for (size_t c = 0; c < 5; ++c) {
+      m->requests[i][c] = &requests_.Add({{"route", name},
+                                          {"method", std::string(kMetricMethods[i])},
+                                          {"status_class", std::string(kClasses[c])}});
+    }
+  }
+  m->duration = &duration_.Add({{"route", name}}, kLatencyBuckets);
+  m->upstream_duration = &upstream_duration_.Add({{"route", name}}, kLatencyBuckets);
+  routes_[name] = m;
+  return m;
+}
+
+void Metrics::token_acquisition(const std::string& identity, const std::string& source, bool ok,
+                                double seconds) {
+  token_acquisitions_
+      .Add({{"identity", identity}, {"source", source}, {"result", ok ? "success" : "failure"}})
+      .Increment();
+  token_latency_.Add({{"identity", identity}}, kLatencyBuckets).Observe(seconds);
+}
+
+void Metrics::token_expiry(const std::string& identity, const std::string& scope,
+                           double seconds) {
+  token_expiry_.Add({{"identity", identity}, {"scope", scope}}).Set(seconds);
+}
+
+void Metrics::config_reload(bool ok) {
+  reloads_.Add({{"result", ok ? "success" : "failure"}}).Increment();
+}
+
+void Metrics::set_worker_totals(uint64_t connects, uint64_t reused, uint64_t upstream_open,
+                                uint64_t downstream_open) {
+  std::lock_guard lock(mu_);
+  if (connects > seen_connects_) {
+    upstream_connects_.Increment(static_cast<double>(connects - seen_connects_));
+    seen_connects_ = connects;
+  }
+  if (reused > seen_reused_) {
+    upstream_reused_.Increment(static_cast<double>(reused - seen_reused_));
+    seen_reused_ = reused;
+  }
+  upstream_open_.Set(static_cast<double>(upstream_open));
+  downstream_open_.Set(static_cast<double>(downstream_open));
+}
+
+std::string Metrics::serialize() {
+  std::ostringstream out;
+  prometheus::TextSerializer().Serialize(out, registry_->Collect());
+  return out.str();
+}
+
+}  // namespace miproxy::proxy

@@ -1,0 +1,74 @@
+#pragma once
+// Prometheus metrics (interface.md "Logs and metrics"). Families and per-route children are
+// created when a config snapshot is built (control thread); the request path only increments
+// pre-resolved children, which are lock-free atomics in prometheus-cpp. Per-worker counters
+// (WorkerStats) are summed into their families when /metrics is scraped.
+
+#include <prometheus/counter.h>
+#include <prometheus/family.h>
+#include <prometheus/gauge.h>
+#include <prometheus/histogram.h>
+#include <prometheus/registry.h>
+
+#include <array>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+
+namespace miproxy::proxy {
+
+// Methods with their own label value; anything else counts as "OTHER".
+inline constexpr std::array<std::string_view, 8> kMetricMethods = {
+    "GET", "HEAD", "PUT", "POST", "DELETE", "PATCH", "OPTIONS", "OTHER"};
+
+struct RouteMetrics {
+  // [method index][status class 1xx..5xx]
+  std::array<std::array<prometheus::Counter*, 5>, kMetricMethods.size()> requests{};
+  prometheus::Histogram* duration = nullptr;
+  prometheus::Histogram* upstream_duration = nullptr;
+
+  void observe(std::string_view method, int status, double seconds, double upstream_seconds) const;
+};
+
+class Metrics {
+ public:
+  Metrics();
+
+  // The children for route |name| (created once, reused across reloads). Any thread.
+  std::shared_ptr<const RouteMetrics> route(const std::string& name);
+
+  // Control thread.
+  void token_acquisition(const std::string& identity, const std::string& source, bool ok,
+                         double seconds);
+  void token_expiry(const std::string& identity, const std::string& scope, double seconds);
+  void config_reload(bool ok);
+  // Sets the totals that workers keep (monotonic counters and gauges) just before a scrape.
+  void set_worker_totals(uint64_t upstream_connects, uint64_t upstream_reused,
+                         uint64_t upstream_open, uint64_t downstream_open);
+
+  // Prometheus text exposition format.
+  std::string serialize();
+  prometheus::Registry& registry() { return *registry_; }
+
+ private:
+  std::shared_ptr<prometheus::Registry> registry_;
+  prometheus::Family<prometheus::Counter>& requests_;
+  prometheus::Family<prometheus::Histogram>& duration_;
+  prometheus::Family<prometheus::Histogram>& upstream_duration_;
+  prometheus::Family<prometheus::Counter>& token_acquisitions_;
+  prometheus::Family<prometheus::Histogram>& token_latency_;
+  prometheus::Family<prometheus::Gauge>& token_expiry_;
+  prometheus::Family<prometheus::Counter>& reloads_;
+  prometheus::Counter& upstream_connects_;
+  prometheus::Counter& upstream_reused_;
+  prometheus::Gauge& upstream_open_;
+  prometheus::Gauge& downstream_open_;
+  std::mutex mu_;
+  std::map<std::string, std::shared_ptr<const RouteMetrics>> routes_;
+  uint64_t seen_connects_ = 0;
+  uint64_t seen_reused_ = 0;
+};
+
+}  // namespace miproxy::proxy
