@@ -1,0 +1,130 @@
+#include "auth/challenge.h"
+
+#include <cctype>
+
+#include "auth/jwt.h"
+
+namespace miproxy::auth {
+namespace {
+
+std::string lower(std::string_view s) {
+  std::string out(s);
+  for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return out;
+}
+
+// Host of an absolute URI ("https://vault.azure.net/x" -> "vault.azure.net"); "" if none.
+std::string uri_host(std::string_view uri) {
+  size_t p = uri.find("://");
+  if (p == std::string_view::npos) return "";
+  std::string_view rest = uri.substr(p + 3);
+  rest = rest.substr(0, rest.find_first_of("/?#"));
+  size_t at = rest.rfind('@');
+  if (at != std::string_view::npos) rest = rest.substr(at + 1);
+  if (!rest.empty() && rest.front() == '[') return lower(rest.substr(0, rest.find(']') + 1));
+  return lower(rest.substr(0, rest.find(':')));
+}
+
+}  // namespace
+
+std::optional<BearerChallenge> parse_bearer_challenge(std::string_view h) {
+  // Find "Bearer" as a scheme token.
+  size_t pos = 0;
+  while (true) {
+    size_t b = lower(h).find("bearer", pos);
+    if (b == std::string::npos) return std::nullopt;
+    bool start_ok = b == 0 || h[b - 1] == ' ' || h[b - 1] == ',';
+    bool end_ok = b + 6 == h.size() || h[b + 6] == ' ';
+    if (start_ok && end_ok) {
+      pos = b + 6;
+      break;
+    }
+    pos = b + 6;
+  }
+  BearerChallenge c;
+  // name=value pairs separated by commas and/or spaces; values optionally quoted.
+  while (pos < h.size()) {
+    while (pos < h.size() && (h[pos] == ' ' || h[pos] == ',' || h[pos] == '\t')) ++pos;
+    size_t eq = h.find('=', pos);
+    if (eq == std::string_view::npos) break;
+    std::string name = lower(h.substr(pos, eq - pos));
+    // A new scheme ("Basic realm=..") ends this challenge.
+    if (name.find(' ') != std::string::npos) break;
+    pos = eq + 1;
+    std::string value;
+    if (pos < h.size() && h[pos] == '"') {
+      ++pos;
+      while (pos < h.size() && h[pos] != '"') {
+        if (h[pos] == '\\' && pos + 1 < h.size()) ++pos;
+        value.push_back(h[pos++]);
+      }
+      ++pos;
+    } else {
+      size_t end = h.find_first_of(", ", pos);
+      if (end == std::string_view::npos) end = h.size();
+      value = std::string(h.substr(pos, end - pos));
+      pos = end;
+    }
+    c.params[name] = value;
+  }
+  auto get = [&](const char* n) {
+    auto it = c.params.find(n);
+    return it == c.params.end() ? std::string() : it->second;
+  };
+  c.authorization = get("authorization");
+  if (c.authorization.empty()) c.authorization = get("authorization_uri");
+  c.resource = get("resource");
+  if (c.resource.empty()) c.resource = get("resource_id");
+  c.scope = get("scope");
+  c.error = get("error");
+  std::string claims = get("claims");
+  if (!claims.empty()) {
+    auto decoded = base64url_decode(claims);
+    c.claims = decoded ? *decoded : claims;
+  }
+  if (!c.authorization.empty()) {
+    std::string_view a = c.authorization;
+    size_t p = a.find("://");
+    if (p != std::string_view::npos) {
+      a = a.substr(p + 3);
+      size_t slash = a.find('/');
+      if (slash != std::string_view::npos) {
+        a = a.substr(slash + 1);
+        c.tenant = std::string(a.substr(0, a.find('/')));
+      }
+    }
+  }
+  return c;
+}
+
+std::string resource_of_scope(std::string_view scope) {
+  constexpr std::string_view kDefault = "/.default";
+  if (scope.size() > kDefault.size() && scope.ends_with(kDefault)) {
+    scope.remove_suffix(kDefault.size());
+  }
+  return std::string(scope);
+}
+
+std::string scope_from_challenge(const BearerChallenge& c, std::string_view upstream_host) {
+  std::string scope = c.scope;
+  if (scope.empty()) {
+    if (c.resource.empty()) return "";
+    scope = c.resource;
+    while (!scope.empty() && scope.back() == '/') scope.pop_back();
+    scope += "/.default";
+  }
+  std::string host = uri_host(scope);
+  if (host.empty()) return "";
+  std::string up = lower(upstream_host);
+  if (up == host || (up.size() > host.size() && up.ends_with("." + host))) return scope;
+  // Services whose resource is not a parent domain of their hosts.
+  static constexpr std::pair<std::string_view, std::string_view> kServiceDomains[] = {
+      {".core.windows.net", "storage.azure.com"},
+  };
+  for (const auto& [suffix, resource_host] : kServiceDomains) {
+    if (up.ends_with(suffix) && host == resource_host) return scope;
+  }
+  return "";
+}
+
+}  // namespace miproxy::auth
