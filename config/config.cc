@@ -48,8 +48,8 @@ bool nonempty(Ctx& ctx, const Json& v, const std::string& path, std::string& out
 bool seconds(Ctx& ctx, const Json& v, const std::string& path, double& out, bool allow_zero) {
   double d = v.get<double>();
   if (!std::isfinite(d) || d < 0 || (!allow_zero && d == 0)) {
-    ctx.error(path, allow_zero ? "must be a number of seconds >= 0"
-                               : "must be a number of seconds > 0");
+    ctx.error(path,
+              allow_zero ? "must be a number of seconds >= 0" : "must be a number of seconds > 0");
     return false;
   }
   if (d > MAX_SECONDS) {
@@ -83,9 +83,8 @@ bool valid_name(std::string_view name) {
 constexpr const char* NAME_RULE = "must be 1 to 128 letters, digits, '.', '_' or '-'";
 
 bool no_control(std::string_view s) {
-  return std::none_of(s.begin(), s.end(), [](char c) {
-    return static_cast<unsigned char>(c) < 0x20 || c == 0x7f;
-  });
+  return std::none_of(s.begin(), s.end(),
+                      [](char c) { return static_cast<unsigned char>(c) < 0x20 || c == 0x7f; });
 }
 
 // ---- listeners ----
@@ -328,8 +327,9 @@ const Field<Identity> IDENTITY_FIELDS[] = {
        const auto& s = v.get_ref<const std::string&>();
        if (s != "imds" && s != "app_service" && s != "arc" && s != "service_fabric" &&
            s != "cloud_shell") {
-         ctx.error(path, "must be one of imds, app_service, arc, service_fabric, cloud_shell "
-                         "(omit it to detect the source from the environment)");
+         ctx.error(path,
+                   "must be one of imds, app_service, arc, service_fabric, cloud_shell "
+                   "(omit it to detect the source from the environment)");
          return;
        }
        id.source = s;
@@ -339,8 +339,9 @@ const Field<Identity> IDENTITY_FIELDS[] = {
        std::string error;
        const auto& s = v.get_ref<const std::string&>();
        if (!schema::is_http_url(s, false, &error)) {
-         ctx.error(path, error + " (the full token URL, e.g. "
-                                 "http://169.254.169.254/metadata/identity/oauth2/token)");
+         ctx.error(path, error +
+                             " (the full token URL, e.g. "
+                             "http://169.254.169.254/metadata/identity/oauth2/token)");
          return;
        }
        id.endpoint = s;
@@ -367,8 +368,9 @@ const Field<Identity> IDENTITY_FIELDS[] = {
      [](Ctx& ctx, const Json& v, const std::string& path, Identity& id) {
        const auto& s = v.get_ref<const std::string&>();
        if (!schema::is_guid(s) && !(schema::is_dns_name(s) && s.find('.') != std::string::npos)) {
-         ctx.error(path, "must be a tenant id (GUID) or a tenant domain such as "
-                         "contoso.onmicrosoft.com");
+         ctx.error(path,
+                   "must be a tenant id (GUID) or a tenant domain such as "
+                   "contoso.onmicrosoft.com");
          return;
        }
        id.tenant_id = s;
@@ -413,8 +415,8 @@ const Field<Identity> IDENTITY_FIELDS[] = {
 };
 
 // Keys that would put a secret into the config file itself.
-constexpr std::string_view INLINE_SECRET_KEYS[] = {"secret", "client_secret", "password",
-                                                   "token", "access_token"};
+constexpr std::string_view INLINE_SECRET_KEYS[] = {"secret", "client_secret", "password", "token",
+                                                   "access_token"};
 
 std::optional<Identity::Type> parse_type(std::string_view s) {
   for (auto t : ALL_TYPES) {
@@ -450,11 +452,13 @@ Identity read_identity(Ctx& ctx, const std::string& name, const Json& v, const s
   auto type_it = v.find("type");
   std::string type_path = schema::child_path(path, "type");
   if (type_it == v.end()) {
-    ctx.error(type_path, "required: one of managed_identity, workload_identity, client_secret, "
-                         "client_certificate, azure_cli, default, token_file");
+    ctx.error(type_path,
+              "required: one of managed_identity, workload_identity, client_secret, "
+              "client_certificate, azure_cli, default, token_file");
   } else if (!type_it->is_string() || !parse_type(type_it->get<std::string>())) {
-    ctx.error(type_path, "must be one of managed_identity, workload_identity, client_secret, "
-                         "client_certificate, azure_cli, default, token_file");
+    ctx.error(type_path,
+              "must be one of managed_identity, workload_identity, client_secret, "
+              "client_certificate, azure_cli, default, token_file");
   } else {
     id.type = *parse_type(type_it->get<std::string>());
     variant = bit(id.type);
@@ -488,17 +492,21 @@ Identity read_identity(Ctx& ctx, const std::string& name, const Json& v, const s
       for (const auto& s : selectors) {
         found += (found.empty() ? "" : ", ") + s;
       }
-      ctx.error(path, "at most one of client_id, object_id, resource_id may select a "
-                      "user-assigned identity (found " + found + ")");
+      ctx.error(path,
+                "at most one of client_id, object_id, resource_id may select a "
+                "user-assigned identity (found " +
+                    found + ")");
     } else if (selectors.size() == 1) {
       const std::string& sel = selectors[0];
       std::string sel_path = schema::child_path(path, sel);
       if (id.source == "arc") {
-        ctx.error(sel_path, "source arc cannot select a user-assigned identity: Azure Arc "
-                            "serves only the machine's system-assigned identity");
+        ctx.error(sel_path,
+                  "source arc cannot select a user-assigned identity: Azure Arc "
+                  "serves only the machine's system-assigned identity");
       } else if (id.source == "cloud_shell") {
-        ctx.error(sel_path, "source cloud_shell cannot select a user-assigned identity: the "
-                            "token is the signed-in user's");
+        ctx.error(sel_path,
+                  "source cloud_shell cannot select a user-assigned identity: the "
+                  "token is the signed-in user's");
       } else if (id.source == "service_fabric" && sel != "object_id") {
         ctx.error(sel_path, "source service_fabric can only select an identity by object_id");
       }
@@ -527,12 +535,14 @@ std::optional<std::string> forbidden_header(std::string_view lower) {
     return "Content-Length frames the body and miproxy manages it";
   }
   static constexpr std::string_view hop_by_hop[] = {
-      "connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding",
-      "upgrade", "proxy-authorization", "proxy-authenticate"};
+      "connection",        "keep-alive",        "proxy-connection", "te",
+      "trailer",           "transfer-encoding", "upgrade",          "proxy-authorization",
+      "proxy-authenticate"};
   for (auto h : hop_by_hop) {
     if (lower == h) {
-      return std::string(h) + " is a hop-by-hop header: it belongs to one connection and "
-                              "miproxy manages it";
+      return std::string(h) +
+             " is a hop-by-hop header: it belongs to one connection and "
+             "miproxy manages it";
     }
   }
   return std::nullopt;
@@ -750,8 +760,9 @@ const Field<RouteDraft> ROUTE_FIELDS[] = {
      [](Ctx& ctx, const Json& v, const std::string& path, RouteDraft& d) {
        const auto& s = v.get_ref<const std::string&>();
        if (s != "auto" && !valid_scope(s)) {
-         ctx.error(path, "must be one Entra scope such as https://storage.azure.com/.default "
-                         "(an absolute URI or an application id), or \"auto\"");
+         ctx.error(path,
+                   "must be one Entra scope such as https://storage.azure.com/.default "
+                   "(an absolute URI or an application id), or \"auto\"");
          return;
        }
        d.v.scope = s;
@@ -856,9 +867,9 @@ void warn_shadowed(Ctx& ctx, const std::vector<Route>& routes) {
       if (host_covers(earlier.match_host, later.match_host) &&
           later.path_prefix.starts_with(earlier.path_prefix) &&
           methods_cover(earlier.methods, later.methods)) {
-        ctx.warn(schema::index_path("routes", j),
-                 "shadowed by " + schema::index_path("routes", i) + " (" + quote(earlier.name) +
-                     "); it can never match");
+        ctx.warn(schema::index_path("routes", j), "shadowed by " + schema::index_path("routes", i) +
+                                                      " (" + quote(earlier.name) +
+                                                      "); it can never match");
         break;
       }
     }
@@ -941,9 +952,9 @@ void check_config(Ctx& ctx, const Json& doc, Config& c) {
     if (!r.name.empty()) {
       for (size_t j = 0; j < i; ++j) {
         if (c.routes[j].name == r.name) {
-          ctx.error(schema::child_path(path, "name"),
-                    "duplicate route name " + quote(r.name) + " (also " +
-                        schema::index_path("routes", j) + ")");
+          ctx.error(schema::child_path(path, "name"), "duplicate route name " + quote(r.name) +
+                                                          " (also " +
+                                                          schema::index_path("routes", j) + ")");
           break;
         }
       }
@@ -1122,8 +1133,9 @@ std::expected<UpstreamUrl, std::string> parse_upstream_url(std::string_view url)
     }
   }
   if (has_port) {
-    bool digits = !port.empty() && port.size() <= 5 &&
-                  std::all_of(port.begin(), port.end(), [](char c) { return c >= '0' && c <= '9'; });
+    bool digits =
+        !port.empty() && port.size() <= 5 &&
+        std::all_of(port.begin(), port.end(), [](char c) { return c >= '0' && c <= '9'; });
     unsigned long n = digits ? std::stoul(std::string(port)) : 0;
     if (!digits || n < 1 || n > 65535) {
       return std::unexpected("port must be a number from 1 to 65535");

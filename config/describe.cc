@@ -104,8 +104,8 @@ std::string describe(const Config& config) {
     out << "\n";
   }
   if (config.admin.enabled) {
-    out << "admin: " << config.admin.address
-        << "  allow_quit " << (config.admin.allow_quit ? "yes" : "no") << "\n";
+    out << "admin: " << config.admin.address << "  allow_quit "
+        << (config.admin.allow_quit ? "yes" : "no") << "\n";
   } else {
     out << "admin: off\n";
   }
@@ -128,8 +128,7 @@ std::string describe(const Config& config) {
     const Route& r = config.routes[i];
     out << "  [" << i << "] " << r.name << "\n";
     out << "      match:    host " << (r.match_host.empty() ? "*" : r.match_host)
-        << ", path prefix " << (r.path_prefix.empty() ? "(any)" : r.path_prefix)
-        << ", methods ";
+        << ", path prefix " << (r.path_prefix.empty() ? "(any)" : r.path_prefix) << ", methods ";
     if (r.methods.empty()) {
       out << "(any)";
     } else {
@@ -144,8 +143,7 @@ std::string describe(const Config& config) {
         << (id == config.identities.end() ? "undefined" : to_string(id->second.type)) << ")\n";
     out << "      scope:    " << r.scope
         << (r.scope == "auto" ? " (learned from the upstream's challenge)" : "") << "\n";
-    out << "      strip_prefix: " << (r.strip_prefix ? "yes" : "no")
-        << ", inbound_authorization: "
+    out << "      strip_prefix: " << (r.strip_prefix ? "yes" : "no") << ", inbound_authorization: "
         << (r.inbound_authorization == Route::InboundAuthorization::REJECT ? "reject" : "replace")
         << "\n";
     if (!r.headers.set.empty() || !r.headers.remove.empty()) {

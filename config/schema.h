@@ -6,13 +6,12 @@
 // checks values. Every problem becomes a Diagnostic naming the JSON path; nothing throws.
 
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <span>
 #include <string>
 #include <string_view>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "config/config.h"
 
@@ -71,8 +70,7 @@ std::string unknown_key_message(std::string_view key, std::span<const std::strin
 template <typename T>
 void read_object(Ctx& ctx, const Json& object, const std::string& path,
                  std::span<const Field<T>> fields, T& out, uint32_t variant_bit = ALL,
-                 std::string_view variant_name = {},
-                 std::span<const std::string_view> skip = {}) {
+                 std::string_view variant_name = {}, std::span<const std::string_view> skip = {}) {
   std::vector<std::string_view> known;
   for (const auto& f : fields) {
     known.push_back(f.key);

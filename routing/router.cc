@@ -36,7 +36,8 @@ std::string lowered(std::string_view text) {
 std::string_view host_view(std::string_view host) {
   if (!host.empty() && host.front() == '[') {
     size_t close = host.find(']');
-    return close == std::string_view::npos ? host.substr(1) : host.substr(1, close - 1);
+    // "[::1" is malformed: return it whole so that it matches no host.
+    return close == std::string_view::npos ? host : host.substr(1, close - 1);
   }
   size_t colon = host.find(':');
   if (colon != std::string_view::npos && host.find(':', colon + 1) == std::string_view::npos) {
@@ -95,7 +96,7 @@ bool is_dot_segment(std::string_view segment) {
 
 constexpr std::string_view STORAGE_SUFFIXES[] = {
     ".blob.core.windows.net", ".queue.core.windows.net", ".table.core.windows.net",
-    ".dfs.core.windows.net",  ".file.core.windows.net"};
+    ".dfs.core.windows.net", ".file.core.windows.net"};
 
 constexpr std::string_view STORAGE_SCOPE = "https://storage.azure.com/.default";
 
@@ -222,8 +223,8 @@ bool has_dot_segment(std::string_view path) {
   size_t start = 0;
   while (start <= path.size()) {
     size_t slash = path.find('/', start);
-    std::string_view segment =
-        path.substr(start, slash == std::string_view::npos ? std::string_view::npos : slash - start);
+    std::string_view segment = path.substr(
+        start, slash == std::string_view::npos ? std::string_view::npos : slash - start);
     if (is_dot_segment(segment)) {
       return true;
     }

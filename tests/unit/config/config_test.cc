@@ -1,16 +1,14 @@
+#include "config/config.h"
+
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
-
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
-
-#include "config/config.h"
 
 using miproxy::config::Config;
 using miproxy::config::Diagnostic;
@@ -485,13 +483,13 @@ TEST_CASE("token_file requires path", "[config]") {
 
 TEST_CASE("keys of another identity type are not allowed", "[config]") {
   Json j = base();
-  j["identities"]["mi"] = {{"type", "azure_cli"}, {"client_id",
-                                                   "9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d"}};
+  j["identities"]["mi"] = {{"type", "azure_cli"},
+                           {"client_id", "9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d"}};
   require_one_error(j, "identities.mi.client_id", "not allowed for type azure_cli");
   j["identities"]["mi"] = {{"type", "managed_identity"}, {"secret_file", "/x"}};
   require_one_error(j, "identities.mi.secret_file", "not allowed for type managed_identity");
-  j["identities"]["mi"] = {{"type", "token_file"}, {"path", "/x"}, {"authority_host",
-                                                                     "https://login.x"}};
+  j["identities"]["mi"] = {
+      {"type", "token_file"}, {"path", "/x"}, {"authority_host", "https://login.x"}};
   require_one_error(j, "identities.mi.authority_host", "not allowed for type token_file");
 }
 
@@ -816,9 +814,9 @@ TEST_CASE("a route shadowed by an earlier one is a warning", "[config]") {
                                          {"methods", {"GET"}}}));
   j["routes"].push_back(route("any-blob", {{"host", "*.blob.core.windows.net"}}));
   j["routes"].push_back(route("other", {{"host", "fabrikam.blob.core.windows.net"}}));
-  j["routes"].push_back(route("contoso-x", {{"host", "contoso.blob.core.windows.net"},
-                                            {"path_prefix", "/x/"},
-                                            {"methods", {"PUT"}}}));
+  j["routes"].push_back(route(
+      "contoso-x",
+      {{"host", "contoso.blob.core.windows.net"}, {"path_prefix", "/x/"}, {"methods", {"PUT"}}}));
   // Not shadowed: two labels under the wildcard.
   j["routes"].push_back(route("deep", {{"host", "a.b.blob.core.windows.net"}}));
   std::vector<Diagnostic> warnings;

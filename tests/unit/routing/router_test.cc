@@ -1,12 +1,11 @@
-#include <catch2/catch.hpp>
+#include "routing/router.h"
 
+#include <catch2/catch.hpp>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
 
-#include <nlohmann/json.hpp>
-
 #include "config/config.h"
-#include "routing/router.h"
 
 using miproxy::routing::MatchResult;
 using miproxy::routing::Table;
@@ -17,8 +16,11 @@ namespace {
 
 Json route(const char* name, Json match, const char* upstream = "https://up.example.com",
            const char* scope = "https://vault.azure.net/.default") {
-  return Json{{"name", name}, {"match", match}, {"upstream", upstream},
-              {"identity", "mi"}, {"scope", scope}};
+  return Json{{"name", name},
+              {"match", match},
+              {"upstream", upstream},
+              {"identity", "mi"},
+              {"scope", scope}};
 }
 
 Json stripping(Json r) {
@@ -99,8 +101,8 @@ TEST_CASE("path prefix is a byte prefix of the path before the query", "[routing
 }
 
 TEST_CASE("a path with dot segments does not match a path_prefix route", "[routing]") {
-  auto t = table(Json::array({route("orders", {{"path_prefix", "/orders/"}}),
-                              route("any", Json::object())}));
+  auto t = table(
+      Json::array({route("orders", {{"path_prefix", "/orders/"}}), route("any", Json::object())}));
   CHECK(matched_name(*t, "h", "/orders/../secret/x") == "any");
   CHECK(matched_name(*t, "h", "/orders/%2e%2E/secret") == "any");
   CHECK(matched_name(*t, "h", "/orders/./x") == "any");
@@ -142,8 +144,8 @@ TEST_CASE("the first full match in config order wins", "[routing]") {
 }
 
 TEST_CASE("{host} takes the request host, lower-cased and without port", "[routing]") {
-  auto t = table(Json::array({route("w", {{"host", "*.blob.core.windows.net"}},
-                                    "https://{host}")}));
+  auto t =
+      table(Json::array({route("w", {{"host", "*.blob.core.windows.net"}}, "https://{host}")}));
   MatchResult m = t->match("Contoso.Blob.Core.Windows.Net:8080", "/c/b", "GET");
   REQUIRE(m.outcome == Outcome::MATCHED);
   CHECK(m.route->upstream_templated);
@@ -210,8 +212,7 @@ TEST_CASE("strip_prefix keeps a leading slash; base path is prepended", "[routin
   CHECK(spath(2, "/api/") == "/v2/");
 }
 
-TEST_CASE("storage flag: storage hosts under core.windows.net or the storage scope",
-          "[routing]") {
+TEST_CASE("storage flag: storage hosts under core.windows.net or the storage scope", "[routing]") {
   auto t = table(Json::array({
       route("blob", {{"host", "a.example.com"}}, "https://acct.blob.core.windows.net"),
       route("dfs", {{"host", "b.example.com"}}, "https://acct.DFS.core.windows.net"),
