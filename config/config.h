@@ -25,8 +25,8 @@ struct Listener {
   Kind kind = Kind::TCP;
   std::string address;            // TCP: as written, "127.0.0.1:8080" or "[::1]:8080"
   std::string host;               // TCP: "127.0.0.1" / "::1" (brackets removed)
+                                  //   always an IP literal: "localhost" is stored as 127.0.0.1
   uint16_t port = 0;              // TCP: 0 lets the OS choose (tests)
-                                  // host is an IP literal; "localhost" is stored as 127.0.0.1
   std::string unix_path;          // UNIX: socket path
   mode_t mode = 0660;             // UNIX: "mode": "0660" (octal string)
   std::vector<uid_t> allowed_uids;  // UNIX: empty = any peer the file mode lets in

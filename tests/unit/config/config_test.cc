@@ -905,3 +905,81 @@ TEST_CASE("load_file reads a file written at test time", "[config]") {
   CHECK(result->config->source_path == path);
   std::filesystem::remove_all(dir_template);
 }
+
+// ---------------------------------------------------------------- more error paths
+
+TEST_CASE("array elements and objects of the wrong shape name their path", "[config]") {
+  Json j = base();
+  SECTION("a route that is not an object keeps later indices right") {
+    j["routes"].insert(j["routes"].begin(), 7);
+    j["routes"].push_back(j["routes"][1]);
+    j["routes"][2]["name"] = "second";
+    j["routes"][2]["upstream"] = "ftp://x";
+    auto diags = errors_of(j);
+    INFO(dump(diags));
+    REQUIRE(diags.size() == 2);
+    CHECK(diags[0].to_string() == "routes[0]: must be an object");
+    CHECK(diags[1].path == "routes[2].upstream");
+  }
+  SECTION("a listener that is not an object") {
+    j["listeners"][0] = "127.0.0.1:8080";
+    require_one_error(j, "listeners[0]", "must be an object");
+  }
+  SECTION("an identity that is not an object") {
+    j["identities"]["mi"] = "managed_identity";
+    require_one_error(j, "identities.mi", "must be an object");
+  }
+  SECTION("match that is not an object") {
+    j["routes"][0]["match"] = "contoso.blob.core.windows.net";
+    require_one_error(j, "routes[0].match", "must be an object");
+  }
+  SECTION("routes that is not an array") {
+    j["routes"] = Json::object();
+    require_one_error(j, "routes", "must be an array");
+  }
+}
+
+TEST_CASE("tenant_id is a GUID or a tenant domain", "[config]") {
+  Json j = base();
+  j["identities"]["mi"] = {{"type", "azure_cli"}, {"tenant_id", "my tenant"}};
+  require_one_error(j, "identities.mi.tenant_id", "tenant id");
+  j["identities"]["mi"]["tenant_id"] = "72f988bf-86f1-41af-91ab-2d7cd011db47";
+  CHECK(parse_ok(j)->identities.at("mi").tenant_id == "72f988bf-86f1-41af-91ab-2d7cd011db47");
+}
+
+TEST_CASE("file paths must not be empty", "[config]") {
+  Json j = base();
+  j["identities"]["mi"] = {{"type", "token_file"}, {"path", ""}};
+  require_one_error(j, "identities.mi.path", "must not be empty");
+  j["identities"]["mi"] = {{"type", "workload_identity"}, {"federated_token_file", ""}};
+  require_one_error(j, "identities.mi.federated_token_file", "must not be empty");
+  j["listeners"][0] = {{"unix", ""}};
+  j["identities"]["mi"] = {{"type", "azure_cli"}};
+  require_one_error(j, "listeners[0].unix", "socket path");
+}
+
+TEST_CASE("header rules: names are tokens, set once, and not also removed", "[config]") {
+  Json j = base();
+  j["routes"][0]["headers"] = {{"set", {{"bad header", "x"}}}};
+  require_one_error(j, "routes[0].headers.set[\"bad header\"]", "header name");
+  j["routes"][0]["headers"] = {{"set", {{"X-A", "1"}, {"x-a", "2"}}}};
+  require_one_error(j, "routes[0].headers.set.x-a", "set twice");
+  j["routes"][0]["headers"] = {{"set", {{"X-A", "1"}}}, {"remove", Json::array({"x-a"})}};
+  require_one_error(j, "routes[0].headers.set.X-A", "also listed in \"remove\"");
+  j["routes"][0]["headers"] = {{"set", {{"X-A", 1}}}};
+  require_one_error(j, "routes[0].headers.set.X-A", "must be a string");
+}
+
+TEST_CASE("describe shows unix listener details and a disabled admin", "[config]") {
+  Json j = base();
+  j["listeners"].push_back(
+      {{"unix", "/tmp/miproxy.sock"}, {"mode", "0600"}, {"allowed_uids", {1000, 1001}}});
+  j["workers"] = 3;
+  std::string text = miproxy::config::describe(*parse_ok(j));
+  INFO(text);
+  CHECK(text.find("unix /tmp/miproxy.sock  mode 0600  allowed_uids 1000 1001") !=
+        std::string::npos);
+  CHECK(text.find("admin: off") != std::string::npos);
+  CHECK(text.find("workers: 3") != std::string::npos);
+  CHECK(text.find("[0] blob") != std::string::npos);
+}
