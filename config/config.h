@@ -14,6 +14,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -24,6 +25,7 @@ struct Listener {
   Kind kind = Kind::TCP;
   std::string address;            // TCP: as written, "127.0.0.1:8080" or "[::1]:8080"
   std::string host;               // TCP: "127.0.0.1" / "::1" (brackets removed)
+                                  //   always an IP literal: "localhost" is stored as 127.0.0.1
   uint16_t port = 0;              // TCP: 0 lets the OS choose (tests)
   std::string unix_path;          // UNIX: socket path
   mode_t mode = 0660;             // UNIX: "mode": "0660" (octal string)
@@ -37,6 +39,7 @@ struct Admin {
   std::string host;
   uint16_t port = 0;
   bool allow_quit = false;
+  bool allow_remote = false;      // permits a non-loopback admin address
 };
 
 struct TlsGlobal {
@@ -148,5 +151,18 @@ std::expected<LoadResult, std::vector<Diagnostic>> load_file(const std::string& 
 std::string describe(const Config& config);
 
 const char* to_string(Identity::Type type);
+
+// A route's "upstream" split into its parts: "https://host[:port][/base]" or
+// "https://{host}[:port][/base]" (templated: the host comes from the request).
+struct UpstreamUrl {
+  bool templated = false;
+  std::string host;        // lower-case DNS name or IP literal without brackets; "" when templated
+  uint16_t port = 443;
+  std::string base_path;   // "" or "/base" without a trailing slash
+};
+
+// Parses |url| as written in a route's "upstream". Returns a message (without JSON path) saying
+// what is wrong otherwise: not https, userinfo, query or fragment, bad host or port.
+std::expected<UpstreamUrl, std::string> parse_upstream_url(std::string_view url);
 
 }  // namespace miproxy::config

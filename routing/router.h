@@ -31,6 +31,8 @@ struct CompiledRoute {
   Upstream upstream;         // fixed part (host empty when templated)
   std::vector<std::string> methods;  // copy of route->methods
   bool storage = false;      // Storage x-ms-version rule applies (interface.md)
+  bool usable = true;        // false if route->upstream does not parse (hand-built configs only;
+                             // config::parse() refuses those): such a route never matches
 };
 
 struct MatchResult {
@@ -47,7 +49,8 @@ class Table {
   // |host|: the request's Host header or absolute-form authority, any case, with or without
   // ":port" (the port is ignored for matching). |path|: origin-form path with query.
   // A route whose host and path match but whose methods exclude |method| yields
-  // METHOD_NOT_ALLOWED only if no later route matches fully.
+  // METHOD_NOT_ALLOWED only if no later route matches fully. A route with a path_prefix does
+  // not match a path with dot segments (see has_dot_segment()). Does not allocate.
   MatchResult match(std::string_view host, std::string_view path, std::string_view method) const;
 
   const std::vector<CompiledRoute>& routes() const { return routes_; }
@@ -66,7 +69,16 @@ Upstream resolve_upstream(const CompiledRoute& route, std::string_view request_h
 std::string upstream_path(const CompiledRoute& route, const Upstream& upstream,
                           std::string_view request_path);
 
-// Host without port, lower-cased; "[::1]:80" -> "::1".
+// Host without port, lower-cased; "[::1]:80" -> "::1". A trailing dot ("example.com.") is
+// dropped, as for matching.
 std::string normalize_host(std::string_view host);
+
+// True for an Azure Storage service host: a name ending in .blob/.queue/.table/.dfs/.file
+// .core.windows.net with at least one label before it (any case).
+bool is_storage_host(std::string_view host);
+
+// True if |path| (before any '?') has a "." or ".." segment, literal or percent-encoded. A route
+// with a path_prefix never matches such a path: "/orders/../other" must not pass as "/orders/".
+bool has_dot_segment(std::string_view path);
 
 }  // namespace miproxy::routing

@@ -1,0 +1,239 @@
+#include "routing/router.h"
+
+#include <algorithm>
+
+namespace miproxy::routing {
+
+namespace {
+
+char lower(char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c; }
+
+bool iequals(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) {
+    return false;
+  }
+  for (size_t i = 0; i < a.size(); ++i) {
+    if (lower(a[i]) != lower(b[i])) {
+      return false;
+    }
+  }
+  return true;
+}
+
+bool iends_with(std::string_view text, std::string_view suffix) {
+  return text.size() >= suffix.size() && iequals(text.substr(text.size() - suffix.size()), suffix);
+}
+
+std::string lowered(std::string_view text) {
+  std::string out(text);
+  std::transform(out.begin(), out.end(), out.begin(), lower);
+  return out;
+}
+
+// The host part of a Host header or authority, without port, brackets or trailing dot; not
+// lower-cased (callers compare case-insensitively). A bare IPv6 literal (several ':' and no
+// brackets) is returned whole.
+std::string_view host_view(std::string_view host) {
+  if (!host.empty() && host.front() == '[') {
+    size_t close = host.find(']');
+    // "[::1" is malformed: return it whole so that it matches no host.
+    return close == std::string_view::npos ? host : host.substr(1, close - 1);
+  }
+  size_t colon = host.find(':');
+  if (colon != std::string_view::npos && host.find(':', colon + 1) == std::string_view::npos) {
+    host = host.substr(0, colon);
+  }
+  if (host.size() > 1 && host.back() == '.') {
+    host.remove_suffix(1);
+  }
+  return host;
+}
+
+bool host_matches(const CompiledRoute& r, std::string_view host) {
+  if (r.host_suffix.empty()) {
+    return true;  // no match.host: any host
+  }
+  if (!r.host_wildcard) {
+    return iequals(host, r.host_suffix);
+  }
+  // "*.b.c": exactly one non-empty label before ".b.c".
+  if (host.size() <= r.host_suffix.size() || !iends_with(host, r.host_suffix)) {
+    return false;
+  }
+  std::string_view label = host.substr(0, host.size() - r.host_suffix.size());
+  return label.find('.') == std::string_view::npos;
+}
+
+bool method_allowed(const CompiledRoute& r, std::string_view method) {
+  if (r.methods.empty()) {
+    return true;
+  }
+  for (const auto& m : r.methods) {
+    if (m == method) {
+      return true;
+    }
+  }
+  return false;
+}
+
+// "." or ".." with any of its dots written as %2e / %2E.
+bool is_dot_segment(std::string_view segment) {
+  size_t dots = 0;
+  size_t i = 0;
+  while (i < segment.size()) {
+    if (segment[i] == '.') {
+      ++i;
+    } else if (segment.size() - i >= 3 && segment[i] == '%' && segment[i + 1] == '2' &&
+               lower(segment[i + 2]) == 'e') {
+      i += 3;
+    } else {
+      return false;
+    }
+    ++dots;
+  }
+  return dots == 1 || dots == 2;
+}
+
+constexpr std::string_view STORAGE_SUFFIXES[] = {
+    ".blob.core.windows.net", ".queue.core.windows.net", ".table.core.windows.net",
+    ".dfs.core.windows.net", ".file.core.windows.net"};
+
+constexpr std::string_view STORAGE_SCOPE = "https://storage.azure.com/.default";
+
+}  // namespace
+
+std::string Upstream::authority() const {
+  bool ipv6 = host.find(':') != std::string::npos;
+  std::string out = ipv6 ? "[" + host + "]" : host;
+  if (port != 443) {
+    out += ":" + std::to_string(port);
+  }
+  return out;
+}
+
+Table::Table(std::shared_ptr<const config::Config> config) : config_(std::move(config)) {
+  routes_.reserve(config_->routes.size());
+  for (const auto& route : config_->routes) {
+    CompiledRoute c;
+    c.route = &route;
+    std::string host = lowered(route.match_host);
+    if (host.starts_with("*.")) {
+      c.host_wildcard = true;
+      c.host_suffix = host.substr(1);
+    } else {
+      c.host_suffix = host;
+    }
+    auto parsed = config::parse_upstream_url(route.upstream);
+    if (parsed) {
+      c.upstream_templated = parsed->templated;
+      c.upstream.host = parsed->host;
+      c.upstream.port = parsed->port;
+      c.upstream.base_path = parsed->base_path;
+    } else {
+      c.usable = false;
+    }
+    c.methods.reserve(route.methods.size());
+    for (const auto& m : route.methods) {
+      std::string upper(m);
+      std::transform(upper.begin(), upper.end(), upper.begin(),
+                     [](char ch) { return (ch >= 'a' && ch <= 'z') ? ch - 'a' + 'A' : ch; });
+      c.methods.push_back(std::move(upper));
+    }
+    // A templated upstream forwards to the request host, which the wildcard confines to one
+    // label under host_suffix: "x" + ".blob.core.windows.net" stands for every such host.
+    std::string target_host =
+        c.upstream_templated ? (c.host_wildcard ? "x" + c.host_suffix : "") : c.upstream.host;
+    c.storage = is_storage_host(target_host) || route.scope == STORAGE_SCOPE;
+    routes_.push_back(std::move(c));
+  }
+}
+
+MatchResult Table::match(std::string_view host, std::string_view path,
+                         std::string_view method) const {
+  std::string_view h = host_view(host);
+  std::string_view p = path.substr(0, path.find('?'));
+  int dot_segments = -1;  // computed on first need
+  const CompiledRoute* method_miss = nullptr;
+  for (const auto& r : routes_) {
+    if (!r.usable || !host_matches(r, h)) {
+      continue;
+    }
+    const std::string& prefix = r.route->path_prefix;
+    if (!prefix.empty()) {
+      if (!p.starts_with(prefix)) {
+        continue;
+      }
+      if (dot_segments < 0) {
+        dot_segments = has_dot_segment(p) ? 1 : 0;
+      }
+      if (dot_segments == 1) {
+        continue;
+      }
+    }
+    if (method_allowed(r, method)) {
+      return {MatchResult::Outcome::MATCHED, &r};
+    }
+    if (method_miss == nullptr) {
+      method_miss = &r;
+    }
+  }
+  if (method_miss != nullptr) {
+    return {MatchResult::Outcome::METHOD_NOT_ALLOWED, method_miss};
+  }
+  return {MatchResult::Outcome::NO_ROUTE, nullptr};
+}
+
+Upstream resolve_upstream(const CompiledRoute& route, std::string_view request_host) {
+  Upstream out = route.upstream;
+  if (route.upstream_templated) {
+    out.host = normalize_host(request_host);
+  }
+  return out;
+}
+
+std::string upstream_path(const CompiledRoute& route, const Upstream& upstream,
+                          std::string_view request_path) {
+  std::string_view rest = request_path;
+  const std::string& prefix = route.route->path_prefix;
+  if (route.route->strip_prefix && !prefix.empty() && rest.starts_with(prefix)) {
+    rest.remove_prefix(prefix.size());
+  }
+  std::string out = upstream.base_path;
+  // Keep the path absolute: "" -> "/", "secrets/x" -> "/secrets/x", "?q" -> "/?q".
+  if (rest.empty() || rest.front() != '/') {
+    out += '/';
+  }
+  out.append(rest);
+  return out;
+}
+
+std::string normalize_host(std::string_view host) { return lowered(host_view(host)); }
+
+bool is_storage_host(std::string_view host) {
+  for (auto suffix : STORAGE_SUFFIXES) {
+    if (host.size() > suffix.size() && iends_with(host, suffix)) {
+      return true;
+    }
+  }
+  return false;
+}
+
+bool has_dot_segment(std::string_view path) {
+  path = path.substr(0, path.find('?'));
+  size_t start = 0;
+  while (start <= path.size()) {
+    size_t slash = path.find('/', start);
+    std::string_view segment = path.substr(
+        start, slash == std::string_view::npos ? std::string_view::npos : slash - start);
+    if (is_dot_segment(segment)) {
+      return true;
+    }
+    if (slash == std::string_view::npos) {
+      break;
+    }
+    start = slash + 1;
+  }
+  return false;
+}
+
+}  // namespace miproxy::routing
