@@ -1,16 +1,20 @@
 // TLS client transport: OpenSSL over two memory BIOs, driven by libuv.
 //
-// Data flow. The libuv read callback copies ciphertext into rbio_ and runs cycle(), which
+// Data flow. The libuv read callback lends its buffer to the read BIO and runs cycle(), which
 // either advances the handshake or decrypts with SSL_read into the per-thread plaintext buffer
-// (filling it with as many records as are available before one on_read), then flushes. write()
-// encrypts with SSL_write straight into wbio_ (a memory BIO never blocks) and flushes.
+// (filling it with as many records as are available before one on_read), then flushes; only
+// ciphertext left unread when the callback returns is copied. write() encrypts with SSL_write
+// into enc_ (the write BIO appends and never blocks) and flushes.
 //
-// Flushing (enc_out). At most one uv_write of ciphertext is in flight. When none is, the whole
-// of wbio_ is offered to uv_try_write from the BIO's own memory; only what the kernel refuses
-// is copied into inflight_ for a uv_write. Ciphertext produced while that write is in flight
-// stays in wbio_ and is gathered into the next flush when it completes. In the common case (the
-// socket has room) a write() costs one SSL_write per 16 KiB record group and one writev, with
-// no copy and no uv_write request.
+// The two BIOs are tiny custom ones rather than BIO_s_mem: a memory BIO's reset clears its
+// whole capacity with memset on every flush, and it would need a copy of every read.
+//
+// Flushing (enc_out). At most one uv_write of ciphertext is in flight. When none is, all of
+// enc_ is offered to uv_try_write in place; only what the kernel refuses moves to inflight_
+// for a uv_write. Ciphertext produced while that write is in flight stays in enc_ and is
+// gathered into the next flush when it completes. In the common case (the socket has room) a
+// write() costs one SSL_write per 16 KiB of plaintext and one write(2), with no copy and no
+// uv_write request.
 
 #include <arpa/inet.h>
 #include <openssl/err.h>
@@ -66,6 +70,22 @@ int pin_verify_cb(X509_STORE_CTX* store_ctx, void*) {
   }
   X509_STORE_CTX_set_error(store_ctx, X509_V_ERR_CERT_REJECTED);
   return 0;
+}
+
+BIO_METHOD* cipher_bio_method() {
+  static BIO_METHOD* method = [] {
+    BIO_METHOD* m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "miproxy cipher");
+    BIO_meth_set_read_ex(m, TlsTransport::bio_read);
+    BIO_meth_set_write_ex(m, TlsTransport::bio_write);
+    BIO_meth_set_ctrl(m, TlsTransport::bio_ctrl);
+    BIO_meth_set_create(m, [](BIO* b) {
+      BIO_set_init(b, 1);
+      return 1;
+    });
+    BIO_meth_set_destroy(m, [](BIO*) { return 1; });
+    return m;
+  }();
+  return method;
 }
 
 // Small buffers of one write() are encrypted as one record instead of one record each.
@@ -153,12 +173,11 @@ TlsTransport::TlsTransport(uv_loop_t* loop, SSL_CTX* ctx, std::shared_ptr<Sessio
                            const std::string& host)
     : StreamTransport(loop), cache_(std::move(cache)), cache_key_(std::move(cache_key)) {
   ssl_ = SSL_new(ctx);
-  rbio_ = BIO_new(BIO_s_mem());
-  wbio_ = BIO_new(BIO_s_mem());
-  // An empty memory BIO means "no data yet", never end of stream: EOF comes from libuv.
-  BIO_set_mem_eof_return(rbio_, -1);
-  BIO_set_mem_eof_return(wbio_, -1);
-  SSL_set_bio(ssl_, rbio_, wbio_);
+  BIO* rbio = BIO_new(cipher_bio_method());
+  BIO* wbio = BIO_new(cipher_bio_method());
+  BIO_set_data(rbio, this);
+  BIO_set_data(wbio, this);
+  SSL_set_bio(ssl_, rbio, wbio);
   SSL_set_ex_data(ssl_, ssl_ex_index(), this);
   SSL_set_connect_state(ssl_);
 
@@ -203,6 +222,63 @@ void TlsTransport::store_session(SSL_SESSION* session) {
   }
 }
 
+// The read BIO: an empty buffer means "no data yet", never end of stream (EOF comes from
+// libuv and is handled in cycle()).
+int TlsTransport::bio_read(BIO* bio, char* out, size_t len, size_t* read) {
+  auto* t = static_cast<TlsTransport*>(BIO_get_data(bio));
+  CipherIn& in = t->in_;
+  BIO_clear_retry_flags(bio);
+  size_t n = 0;
+  if (in.own_off < in.own.size()) {
+    n = std::min(len, in.own.size() - in.own_off);
+    std::memcpy(out, in.own.data() + in.own_off, n);
+    in.own_off += n;
+    if (in.own_off == in.own.size()) {
+      in.own.clear();
+      in.own_off = 0;
+    }
+  }
+  if (n < len && in.ext_len > 0) {
+    size_t m = std::min(len - n, in.ext_len);
+    std::memcpy(out + n, in.ext, m);
+    in.ext += m;
+    in.ext_len -= m;
+    n += m;
+  }
+  *read = n;
+  if (n == 0) {
+    BIO_set_retry_read(bio);
+    return 0;
+  }
+  return 1;
+}
+
+// The write BIO: appends to enc_.
+int TlsTransport::bio_write(BIO* bio, const char* data, size_t len, size_t* written) {
+  auto* t = static_cast<TlsTransport*>(BIO_get_data(bio));
+  BIO_clear_retry_flags(bio);
+  t->enc_.append(data, len);
+  *written = len;
+  return 1;
+}
+
+long TlsTransport::bio_ctrl(BIO* bio, int cmd, long, void*) {
+  auto* t = static_cast<TlsTransport*>(BIO_get_data(bio));
+  switch (cmd) {
+    case BIO_CTRL_FLUSH:
+      return 1;
+    case BIO_CTRL_PENDING:
+      return t != nullptr && bio == SSL_get_rbio(t->ssl_) ? static_cast<long>(t->in_.pending())
+                                                          : 0;
+    case BIO_CTRL_WPENDING:
+      return t != nullptr && bio == SSL_get_wbio(t->ssl_) ? static_cast<long>(t->enc_.size()) : 0;
+    case BIO_CTRL_EOF:
+      return 0;
+    default:
+      return 0;
+  }
+}
+
 bool TlsTransport::check_pin(X509* leaf) {
   unsigned char md[EVP_MAX_MD_SIZE];
   unsigned int n = 0;
@@ -226,7 +302,7 @@ bool TlsTransport::session_reused() const {
 }
 
 size_t TlsTransport::write_queue_bytes() const {
-  return inflight_.size() + BIO_ctrl_pending(wbio_);
+  return inflight_.size() + enc_.size();
 }
 
 void TlsTransport::start_handshake(HandshakeListener* listener) {
@@ -242,8 +318,17 @@ void TlsTransport::start_handshake(HandshakeListener* listener) {
 
 void TlsTransport::on_stream_read(ssize_t nread, const uv_buf_t* buf) {
   if (nread > 0) {
-    BIO_write(rbio_, buf->base, static_cast<int>(nread));
+    in_.ext = buf->base;
+    in_.ext_len = static_cast<size_t>(nread);
     cycle();
+    if (in_.ext_len > 0) {
+      // Not consumed yet (reading paused, or closing): libuv reuses its buffer, so keep a copy.
+      if (!closing_) {
+        in_.own.append(in_.ext, in_.ext_len);
+      }
+      in_.ext = nullptr;
+      in_.ext_len = 0;
+    }
     return;
   }
   if (nread == 0) {
@@ -294,7 +379,7 @@ void TlsTransport::do_handshake() {
       return;
     }
     handshake_done_ = true;
-    // Anything after the handshake (TLS 1.3 tickets, early data) waits in rbio_ until the
+    // Anything after the handshake (TLS 1.3 tickets, early data) waits in in_ until the
     // owner calls read_start().
     if (!reading_) {
       uv_read_stop(stream());
@@ -363,7 +448,7 @@ void TlsTransport::clear_out() {
     if (got > 0 && handler_ != nullptr) {
       handler_->on_read(out, got);
       if (closing_ || !reading_) {
-        return;  // the rest stays in rbio_ until read_start()
+        return;  // the rest stays in in_ until read_start()
       }
     }
     switch (err) {
@@ -402,13 +487,12 @@ void TlsTransport::enc_out() {
   if (writing_ || closing_ || (failed_ && handshake_done_)) {
     return;
   }
-  char* data = nullptr;
-  long n = BIO_get_mem_data(wbio_, &data);
-  if (n <= 0) {
+  if (enc_.empty()) {
     return;
   }
-  bool ok = send_now(data, static_cast<size_t>(n));
-  (void)BIO_reset(wbio_);
+  mutable_stats().tls_flushes++;
+  bool ok = send_now(enc_.data(), enc_.size());
+  enc_.clear();  // keeps the capacity: the next burst appends without allocating
   if (!ok && !handshake_done_) {
     pending_error_ = 0;
     handshake_failed(ConnectError{
@@ -429,6 +513,9 @@ void TlsTransport::on_write_done(int status) {
     return;
   }
   enc_out();
+  if (!writing_ && enc_.capacity() > kShrinkAbove) {
+    std::string().swap(enc_);
+  }
   if (!writing_ && drain_owed_ && !failed_ && !closing_) {
     drain_owed_ = false;
     if (handler_ != nullptr) {
@@ -445,6 +532,7 @@ void TlsTransport::write(const uv_buf_t* bufs, size_t count) {
     while (len > 0) {
       ERR_clear_error();
       int chunk = static_cast<int>(std::min<size_t>(len, 1u << 30));
+      mutable_stats().tls_writes++;
       int r = SSL_write(ssl_, p, chunk);
       if (r <= 0) {
         fail_later(UV_EPROTO, "TLS write: " + last_ssl_error());
@@ -501,7 +589,7 @@ void TlsTransport::read_start() {
       return;
     }
   }
-  if (BIO_ctrl_pending(rbio_) > 0 || SSL_pending(ssl_) > 0 || (peer_eof_ && !eof_delivered_)) {
+  if (in_.pending() > 0 || SSL_pending(ssl_) > 0 || (peer_eof_ && !eof_delivered_)) {
     defer();  // delivered on a later turn, never inside read_start()
   }
 }
@@ -528,13 +616,11 @@ void TlsTransport::close() {
   if (handshake_done_ && !failed_ && !writing_ && !peer_eof_) {
     ERR_clear_error();
     SSL_shutdown(ssl_);
-    char* data = nullptr;
-    long n = BIO_get_mem_data(wbio_, &data);
-    if (n > 0) {
-      uv_buf_t b = uv_buf_init(data, static_cast<unsigned>(n));
+    if (!enc_.empty()) {
+      uv_buf_t b = uv_buf_init(enc_.data(), static_cast<unsigned>(enc_.size()));
       uv_try_write(stream(), &b, 1);
     }
-    (void)BIO_reset(wbio_);
+    enc_.clear();
   }
   StreamTransport::close();
 }

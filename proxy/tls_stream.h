@@ -25,7 +25,10 @@ namespace miproxy::proxy::detail {
 // is valid only during the call, and nothing in on_read can start another read synchronously.
 inline constexpr size_t kReadBufferSize = 64 * 1024;
 char* thread_read_buffer();
+// Write buffers whose capacity grew beyond this during a burst are released once it drains.
+inline constexpr size_t kShrinkAbove = 256 * 1024;
 char* thread_plain_buffer();
+TransportStats& mutable_stats();
 
 class StreamTransport : public Transport {
  public:
@@ -163,6 +166,9 @@ class TlsTransport final : public StreamTransport {
 
   // Used by OpenSSL callbacks in tls.cc.
   static TlsTransport* from_ssl(SSL* ssl);
+  static int bio_read(BIO* bio, char* out, size_t len, size_t* read);
+  static int bio_write(BIO* bio, const char* data, size_t len, size_t* written);
+  static long bio_ctrl(BIO* bio, int cmd, long num, void* ptr);
   void store_session(SSL_SESSION* session);
   bool check_pin(X509* leaf);
 
@@ -181,8 +187,18 @@ class TlsTransport final : public StreamTransport {
   void deliver_eof();
 
   SSL* ssl_ = nullptr;
-  BIO* rbio_ = nullptr;  // ciphertext from the peer, written by the read callback
-  BIO* wbio_ = nullptr;  // ciphertext to the peer, flushed by enc_out()
+  // Ciphertext from the peer. While a read callback runs, the unread part of libuv's buffer is
+  // borrowed (ext/ext_len) so SSL reads it in place; whatever is still unread when the callback
+  // returns is copied into |own|.
+  struct CipherIn {
+    const char* ext = nullptr;
+    size_t ext_len = 0;
+    std::string own;
+    size_t own_off = 0;
+    size_t pending() const { return ext_len + own.size() - own_off; }
+  } in_;
+  // Ciphertext to the peer, appended by SSL (a write never blocks) and flushed by enc_out().
+  std::string enc_;
   std::shared_ptr<SessionCache> cache_;
   std::string cache_key_;
   std::string verify_name_;

@@ -26,6 +26,11 @@ char* thread_plain_buffer() {
   return buffer.get();
 }
 
+TransportStats& mutable_stats() {
+  thread_local TransportStats stats;
+  return stats;
+}
+
 // ---- StreamTransport -----------------------------------------------------------------------
 
 StreamTransport::StreamTransport(uv_loop_t* loop) : loop_(loop) {
@@ -73,6 +78,9 @@ void StreamTransport::write_cb(uv_write_t* req, int status) {
     return;
   }
   self->on_write_done(status);
+  if (!self->writing_ && self->inflight_.capacity() > kShrinkAbove) {
+    std::string().swap(self->inflight_);  // a burst is over: give the memory back
+  }
 }
 
 void StreamTransport::close_cb(uv_handle_t* handle) {
@@ -156,6 +164,8 @@ void StreamTransport::fail_now(int uv_code, const std::string& what) {
 
 bool StreamTransport::send_now(const char* data, size_t len) {
   uv_buf_t b = uv_buf_init(const_cast<char*>(data), static_cast<unsigned>(len));
+  TransportStats& stats = mutable_stats();
+  stats.try_writes++;
   int r = uv_try_write(stream(), &b, 1);
   if (r < 0 && r != UV_EAGAIN) {
     fail_later(r, std::string("write: ") + uv_strerror(r));
@@ -165,12 +175,15 @@ bool StreamTransport::send_now(const char* data, size_t len) {
   if (sent == len) {
     return true;
   }
+  stats.try_write_short++;
+  stats.bytes_copied += len - sent;
   inflight_.assign(data + sent, len - sent);
   return start_write();
 }
 
 bool StreamTransport::start_write() {
   uv_buf_t b = uv_buf_init(inflight_.data(), static_cast<unsigned>(inflight_.size()));
+  mutable_stats().uv_writes++;
   int r = uv_write(&write_req_, stream(), &b, 1, write_cb);
   if (r != 0) {
     inflight_.clear();
@@ -224,15 +237,26 @@ void PlainTransport::write(const uv_buf_t* bufs, size_t count) {
   if (closing_ || failed_) {
     return;
   }
+  TransportStats& stats = mutable_stats();
   size_t skip = 0;
+  size_t total = 0;
+  for (size_t i = 0; i < count; ++i) {
+    total += bufs[i].len;
+  }
   if (!writing_) {
+    stats.try_writes++;
     int r = uv_try_write(stream(), bufs, static_cast<unsigned>(count));
     if (r < 0 && r != UV_EAGAIN) {
       fail_later(r, std::string("write: ") + uv_strerror(r));
       return;
     }
     skip = r > 0 ? static_cast<size_t>(r) : 0;
+    if (skip == total) {
+      return;
+    }
+    stats.try_write_short++;
   }
+  stats.bytes_copied += total - skip;
   // Whatever the kernel did not take is copied: callers may reuse their buffers at once.
   std::string& queue = writing_ ? pending_ : inflight_;
   for (size_t i = 0; i < count; ++i) {
@@ -262,9 +286,6 @@ void PlainTransport::on_write_done(int status) {
     inflight_.swap(pending_);
     start_write();
     return;
-  }
-  if (inflight_.capacity() > 4 * kReadBufferSize) {
-    std::string().swap(inflight_);  // a burst is over: give the memory back
   }
   if (drain_owed_) {
     drain_owed_ = false;
@@ -296,6 +317,10 @@ void PlainTransport::on_stream_read(ssize_t nread, const uv_buf_t* buf) {
 }
 
 }  // namespace detail
+
+const TransportStats& transport_stats() {
+  return detail::mutable_stats();
+}
 
 using detail::PlainTransport;
 using detail::StreamTransport;
