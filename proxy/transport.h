@@ -28,16 +28,24 @@ class Transport {
     // Plaintext arrived; |data| is valid only during the call.
     virtual void on_read(const char* data, size_t len) = 0;
     // The peer finished sending (FIN, or TLS close_notify). No more on_read follows.
+    // TLS: a FIN without close_notify is reported here too (many servers skip close_notify);
+    // the HTTP layer decides from its framing whether a message was cut short, e.g. a
+    // response with no Content-Length read until close.
     virtual void on_eof() = 0;
     // The transport failed (reset, TLS error, write error). The handler must close() it.
     virtual void on_error(int uv_code, const std::string& what) = 0;
-    // Everything queued by write() has been handed to the kernel.
+    // Everything queued by write() has been handed to the kernel. Fires only after a write()
+    // returned with write_queue_bytes() > 0, once the queue is empty again; a write() that the
+    // kernel took whole produces no on_drain.
     virtual void on_drain() = 0;
   };
 
   virtual ~Transport() = default;
 
-  virtual void set_handler(Handler* handler) = 0;  // nullptr: park (idle in a pool)
+  // nullptr: park (idle in a pool). Events arriving with no handler are dropped, so a pool
+  // that wants to notice an idle connection closing installs a handler that closes on
+  // on_read/on_eof/on_error (or keeps reading stopped and checks on checkout).
+  virtual void set_handler(Handler* handler) = 0;
   virtual void read_start() = 0;
   virtual void read_stop() = 0;
   // Queues plaintext. The bytes are copied (or encrypted) before write() returns, so callers
@@ -48,7 +56,10 @@ class Transport {
     uv_buf_t b = uv_buf_init(const_cast<char*>(data), static_cast<unsigned>(len));
     write(&b, 1);
   }
+  // Bytes accepted by write() and not yet handed to the kernel (TLS: ciphertext).
   virtual size_t write_queue_bytes() const = 0;
+  // Abortive for anything still queued: wait for on_drain first to flush. TLS sends
+  // close_notify (best effort, one non-blocking write) when nothing is queued.
   virtual void close() = 0;
   virtual bool is_closing() const = 0;
 
@@ -57,6 +68,19 @@ class Transport {
   // The underlying socket's file descriptor (for SO_PEERCRED, tests), or -1.
   virtual int fd() const = 0;
 };
+
+// Write-path counters for the calling thread's transports (each loop runs on one thread), for
+// metrics and for checking the fast path: most writes should finish inside uv_try_write with
+// no copy and no uv_write request. Plain increments, read on the loop's own thread.
+struct TransportStats {
+  uint64_t try_writes = 0;         // uv_try_write calls (plaintext writes and TLS flushes)
+  uint64_t try_write_short = 0;    // ...that left bytes behind (including EAGAIN)
+  uint64_t uv_writes = 0;          // uv_write requests started (at most one in flight each)
+  uint64_t bytes_copied = 0;       // bytes copied into owned queues because the kernel was full
+  uint64_t tls_writes = 0;         // SSL_write calls (each makes one or more records)
+  uint64_t tls_flushes = 0;        // TLS ciphertext flushes that found something to send
+};
+const TransportStats& transport_stats();
 
 // Accepts a pending connection on |server| (a listening uv_tcp_t or uv_pipe_t) into a new
 // plaintext Transport on |loop|. Returns nullptr (and logs) if accept fails.
@@ -83,6 +107,8 @@ struct ConnectError {
 class Connector {
  public:
   explicit Connector(uv_loop_t* loop);
+  // Cancels connects still in flight (their |done| is not called). Transports already handed
+  // out stay valid and may outlive the Connector.
   ~Connector();
   Connector(const Connector&) = delete;
   Connector& operator=(const Connector&) = delete;
@@ -93,7 +119,13 @@ class Connector {
   // the handshake and verification before |done| sees the transport. Nothing is written to
   // the socket before verification succeeds except the TLS handshake itself. |done| runs
   // exactly once on the loop (never inside connect()) unless cancel(id) is called first.
-  // |timeout| covers resolve + connect + handshake.
+  // |timeout| covers resolve + connect + handshake (0: none). Addresses are tried in resolver
+  // order until one connects. TLS: SNI is sent for DNS names only; the name (or IP literal)
+  // in |tls->server_name|, or |host| when that is empty, is verified; ca_file is read once
+  // per context and cached for the Connector's life. The transport comes back with reading
+  // stopped and no handler. Errors: DNS (resolve), CONNECT (every address failed),
+  // TLS_VERIFY ("certificate verify failed: <reason> (<name>)"), TLS_HANDSHAKE (protocol
+  // version, alerts, unreadable ca_file, peer closed), TIMEOUT.
   uint64_t connect(const std::string& host, uint16_t port, const TlsClientOptions* tls,
                    std::chrono::milliseconds timeout, Done done);
   void cancel(uint64_t id);
