@@ -121,8 +121,9 @@ for f in "$script_dir"/examples/*.json; do
 done
 
 # --- configuration ----------------------------------------------------------------------------
-# 0750 root:miproxy: the service reads it, other local users do not. Secret files referenced by
-# the config (secret_file, certificate_file) belong here too, as 0640 root:miproxy.
+# 0750 root:miproxy: the service reads it, other local users do not. Apps that use the Unix
+# socket join group miproxy too, so secret files named by the config (secret_file,
+# certificate_file) must be readable by the miproxy user alone: 0400 miproxy:miproxy.
 install -d -m 0750 "$destdir$confdir"
 if [ "$staged" -eq 0 ]; then
   chown root:miproxy "$confdir"
