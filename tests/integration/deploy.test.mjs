@@ -773,6 +773,59 @@ describe('container image recipe', () => {
   });
 });
 
+// The image's HEALTHCHECK, the Job's readiness probe and docs/deploy-vm.md rely on
+// `miproxy wait --admin ADDR --timeout S`: exit 0 once /readyz answers 200, exit 1 otherwise.
+describe('miproxy wait, as the health checks use it', () => {
+  async function fakeAdmin(status) {
+    const seen = [];
+    const server = http.createServer((req, res) => {
+      seen.push(`${req.method} ${req.url}`);
+      res.writeHead(req.url === '/readyz' ? status : 404, { 'content-type': 'application/json' })
+        .end('{}');
+    });
+    await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+    return { server, seen, address: `127.0.0.1:${server.address().port}` };
+  }
+
+  function waitFor(bin, address) {
+    const child = spawn(bin, ['wait', '--admin', address, '--timeout', '2'], { stdio: 'ignore' });
+    return new Promise((resolve) => child.on('exit', (code) => resolve(code)));
+  }
+
+  let bin = null;
+  let skip = false;
+  before(async () => {
+    bin = process.env.MIPROXY_BIN;
+    if (!bin || !fs.existsSync(bin)) {
+      skip = 'MIPROXY_BIN is not set to a built binary';
+      return;
+    }
+    // Nothing listens on a port that was just released: a binary that implements `wait`
+    // must report "not ready".
+    const { server, address } = await fakeAdmin(200);
+    await new Promise((resolve) => server.close(resolve));
+    if ((await waitFor(bin, address)) === 0) {
+      skip = `${bin} does not implement "wait" yet (it reported a closed port as ready)`;
+    }
+  });
+
+  for (const [status, want] of [[200, 0], [503, 1]]) {
+    test(`exits ${want} when /readyz answers ${status}`, async (t) => {
+      if (skip) {
+        t.skip(skip);
+        return;
+      }
+      const admin = await fakeAdmin(status);
+      try {
+        assert.equal(await waitFor(bin, admin.address), want);
+        assert.ok(admin.seen.includes('GET /readyz'), admin.seen.join(', '));
+      } finally {
+        admin.server.close();
+      }
+    });
+  }
+});
+
 describe('Kubernetes manifests', () => {
   function containerSecurity(c, pod) {
     const sc = c.securityContext ?? {};
@@ -804,6 +857,18 @@ describe('Kubernetes manifests', () => {
     // A string, not a YAML boolean: the webhook selects on the label value "true".
     assert.equal(podMeta.labels['azure.workload.identity/use'], 'true');
   }
+
+  test('every image names a version tag, never latest', { skip: yamlSkip }, () => {
+    for (const file of ['sidecar.yaml', 'job-sidecar.yaml']) {
+      for (const d of loadManifest(file).docs) {
+        const spec = d.spec?.template?.spec;
+        for (const c of [...(spec?.initContainers ?? []), ...(spec?.containers ?? [])]) {
+          assert.match(c.image, /:[\w][\w.-]*$/, `${file} ${c.name}: a tag`);
+          assert.doesNotMatch(c.image, /:latest$/, `${file} ${c.name}`);
+        }
+      }
+    }
+  });
 
   function miproxyImage(c) {
     assert.match(c.image, /miproxy:[\w.-]+$/);
@@ -925,6 +990,12 @@ describe('Kubernetes manifests', () => {
       const probe = proxy.readinessProbe.exec.command;
       assert.deepEqual(probe.slice(0, 4), ['/usr/local/bin/miproxy', 'wait', '--admin',
                                            config.admin.address]);
+    });
+
+    test('the main container\'s script passes shellcheck as POSIX sh',
+         { skip: !have('shellcheck') && 'shellcheck absent' }, () => {
+      const r = run('shellcheck', ['-s', 'sh', '-'], { input: main.args[0] });
+      assert.equal(r.status, 0, r.stdout);
     });
 
     test('the Job config is accepted by miproxy check', (t) => {
