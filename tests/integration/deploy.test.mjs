@@ -870,9 +870,13 @@ describe('Kubernetes manifests', () => {
     }
   });
 
+  // The image's numeric USER, so that the pod runs miproxy as the user the image was made for.
+  const imageUid = Number(/^USER\s+(\d+)/m.exec(readText('deploy', 'container', 'Dockerfile'))[1]);
+
   function miproxyImage(c) {
     assert.match(c.image, /miproxy:[\w.-]+$/);
     assert.doesNotMatch(c.image, /:latest$/);
+    assert.equal(c.securityContext.runAsUser, imageUid);
   }
 
   describe('sidecar.yaml', { skip: yamlSkip }, () => {
