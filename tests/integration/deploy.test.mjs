@@ -104,7 +104,11 @@ function contractViolations(config) {
     });
   }
   if ('admin' in config) {
-    only(config.admin, 'admin', ['address', 'allow_quit']);
+    // allow_remote on admin mirrors the listeners' key; interface.md does not list it yet.
+    only(config.admin, 'admin', ['address', 'allow_quit', 'allow_remote']);
+    if (!config.admin.allow_remote && !isLoopbackAddress(config.admin.address)) {
+      errors.push('admin.address: not loopback and no allow_remote');
+    }
   }
   if ('workers' in config && config.workers !== 'auto' &&
       !(Number.isInteger(config.workers) && config.workers > 0)) {
@@ -384,11 +388,13 @@ describe('example configs', () => {
   test('the contract checker itself rejects what the contract forbids', () => {
     const bad = structuredClone(examples['vm-daemon']);
     bad.listeners.push({ address: '0.0.0.0:8081' });
+    bad.admin.address = '0.0.0.0:9464';
     bad.routes[0].upstrem = bad.routes[0].upstream;
     bad.identities.host.secret = 'inline';
     bad.routes.push({ ...bad.routes[1], upstream: 'https://{host}' });
     const errors = contractViolations(bad).join('\n');
     assert.match(errors, /listeners\[2\]\.address: not loopback/);
+    assert.match(errors, /admin\.address: not loopback/);
     assert.match(errors, /routes\[0\]\.upstrem: not a key/);
     assert.match(errors, /identities\.host\.secret: not a key/);
     assert.match(errors, /routes\[3\]\.name: duplicate/);
