@@ -8,3 +8,4 @@ export { startTlsServer, upstreamHandler } from './tls-server.mjs';
 export { startAzurite, azuriteArgs, AZURITE_ACCOUNT, AZURITE_BLOB_MAIN } from './azurite.mjs';
 export { MIPROXY_BIN, binaryIsReal, SKIP_REASON, startMiproxy, runMiproxy } from './miproxy.mjs';
 export { httpRequest, miproxyError } from './client.mjs';
+export { makeFixture, proxyConfig } from './fixture.mjs';

@@ -3,6 +3,7 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { waitForPort } from './net.mjs';
 import { spawnProcess } from './proc.mjs';
 
@@ -38,6 +39,8 @@ function tcpPort(address) {
 // every TCP listener (and the admin listener, if any) accepts connections.
 // Returns {
 //   pid, configPath, stdout(), stderr(), accessLog() (stdout parsed as JSON lines),
+//   waitForLogLine(predicate, timeoutMs = 10000) -> Promise<the first access-log object that
+//     matches> (log lines are written after the response, so they can trail it slightly),
 //   exited: Promise<{code, signal}>, isAlive(),
 //   stop(signal = 'SIGTERM') -> Promise<{code, signal}> (SIGKILL after `killAfterMs`),
 // }
@@ -62,6 +65,11 @@ export async function startMiproxy({ config, env = process.env, args = [],
     await proc.stop('SIGKILL');
     throw new Error(`${err.message}\n--- miproxy stderr ---\n${proc.stderr()}`);
   }
+  // Complete JSON lines of stdout; other lines (and a partial last line) are ignored.
+  const accessLog = () => proc.stdout().split('\n').slice(0, -1)
+    .filter((l) => l.trim().startsWith('{'))
+    .map((l) => { try { return JSON.parse(l); } catch { return null; } })
+    .filter(Boolean);
   return {
     pid: proc.pid,
     configPath,
@@ -69,9 +77,19 @@ export async function startMiproxy({ config, env = process.env, args = [],
     stderr: proc.stderr,
     exited: proc.exited,
     isAlive: proc.isAlive,
-    accessLog() {
-      return proc.stdout().split('\n').filter((l) => l.trim().startsWith('{'))
-        .map((l) => JSON.parse(l));
+    accessLog,
+    async waitForLogLine(predicate, timeoutMs = 10000) {
+      const deadline = Date.now() + timeoutMs;
+      for (;;) {
+        const found = accessLog().find(predicate);
+        if (found) {
+          return found;
+        }
+        if (Date.now() > deadline || !proc.isAlive()) {
+          throw new Error(`no matching access log line; stdout:\n${proc.stdout().slice(-4000)}`);
+        }
+        await sleep(50);
+      }
     },
     async stop(signal = 'SIGTERM') {
       const result = await proc.stop(signal, killAfterMs);
