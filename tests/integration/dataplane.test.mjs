@@ -125,6 +125,20 @@ describe('data path', () => {
     assert.equal(last(good).headers['x-ms-client-request-id'], 'app-chosen-id-42');
   });
 
+  it('Storage routes get an x-ms-version that accepts bearer tokens', async () => {
+    // Bearer tokens need x-ms-version 2017-11-09 or later (azure-services.md §2.1).
+    const versionOf = async (headers) => {
+      await httpRequest({ port, path: '/echo/version', headers: { host: 'echo.test', ...headers } });
+      return last(good).headers['x-ms-version'];
+    };
+    const added = await versionOf({});
+    assert.match(added ?? '', /^\d{4}-\d{2}-\d{2}$/);
+    assert.ok(added >= '2017-11-09', `added ${added}`);
+    const raised = await versionOf({ 'x-ms-version': '2015-04-05' });
+    assert.ok(raised >= '2017-11-09', `raised ${raised}`);
+    assert.equal(await versionOf({ 'x-ms-version': '2023-11-03' }), '2023-11-03');
+  });
+
   it("route headers.set overrides and headers.remove drops the app's headers", async () => {
     await httpRequest({ port, path: '/echo/hdr', headers: {
       host: 'echo.test', 'x-route-added': 'from-app', 'x-app-secret': 'do-not-forward',
