@@ -2,7 +2,7 @@
 // Everything is written under a caller-owned directory (a temp dir in tests, .demo/ for the demo);
 // nothing here is ever committed.
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 function openssl(args, cwd) {
@@ -11,19 +11,20 @@ function openssl(args, cwd) {
 
 let serial = 0;
 
-// Creates a self-signed CA (EC P-256) in `dir`.
+// Creates a self-signed CA (EC P-256) in `dir`, valid for `days`.
 // Returns { dir, certPath, keyPath, cert } where cert is the PEM text.
-export function makeCA(dir, { cn = 'miproxy test CA' } = {}) {
+export function makeCA(dir, { cn = 'miproxy test CA', days = 2 } = {}) {
   mkdirSync(dir, { recursive: true });
   const keyPath = join(dir, 'ca.key');
   const certPath = join(dir, 'ca.pem');
   openssl(['ecparam', '-name', 'prime256v1', '-genkey', '-noout', '-out', keyPath]);
   openssl([
-    'req', '-x509', '-new', '-key', keyPath, '-sha256', '-days', '2', '-subj', `/CN=${cn}`,
+    'req', '-x509', '-new', '-key', keyPath, '-sha256', '-days', String(days), '-subj', `/CN=${cn}`,
     '-addext', 'basicConstraints=critical,CA:TRUE',
     '-addext', 'keyUsage=critical,keyCertSign,cRLSign',
     '-out', certPath,
   ]);
+  chmodSync(keyPath, 0o600);
   return { dir, certPath, keyPath, cert: readFileSync(certPath, 'utf8') };
 }
 
@@ -57,6 +58,9 @@ export function issueCert(ca, { dns = [], ip = [], name, dir = ca.dir, days = 2 
     '-set_serial', `0x${serialHex}`, '-days', String(days), '-sha256', '-extfile', extPath,
     '-out', certPath,
   ]);
+  rmSync(csrPath);
+  rmSync(extPath);
+  chmodSync(keyPath, 0o600);
   return {
     certPath, keyPath, cert: readFileSync(certPath, 'utf8'), key: readFileSync(keyPath, 'utf8'),
   };
