@@ -11,11 +11,12 @@
 #                             (tests/tools/dev-imds.mjs) as a managed identity would on a VM
 #   MIPROXY_DEMO_PORT         proxy listener port (default 8080, or a free one if taken)
 #   MIPROXY_DEMO_ADMIN_PORT   admin listener port (default 9464, or a free one if taken)
-# Generated files (CA, certificates, token, config, Azurite data) live in .demo/ (git-ignored).
+#   MIPROXY_DEMO_DIR          where generated files go (default .demo/, git-ignored): CA and
+#                             certificates, token, miproxy.json, Azurite's data, logs
 set -euo pipefail
 
 repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-demo_dir="$repo_root/.demo"
+demo_dir=${MIPROXY_DEMO_DIR:-"$repo_root/.demo"}
 it_dir="$repo_root/tests/integration"
 miproxy_bin=${MIPROXY_BIN:-"$repo_root/build/miproxy"}
 identity_kind=${MIPROXY_DEMO_IDENTITY:-token_file}
