@@ -1,0 +1,100 @@
+// Running the miproxy binary under test (path in env MIPROXY_BIN, set by ctest).
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { waitForPort } from './net.mjs';
+import { spawnProcess } from './proc.mjs';
+
+export const MIPROXY_BIN = process.env.MIPROXY_BIN ?? '';
+
+// True when MIPROXY_BIN names a binary whose `--help` exits 0 and prints usage text mentioning
+// --config: the real proxy, not the early stub. Tests that need the proxy use
+// `{ skip: !binaryIsReal && SKIP_REASON }`.
+export const binaryIsReal = (() => {
+  if (!MIPROXY_BIN || !existsSync(MIPROXY_BIN)) {
+    return false;
+  }
+  const r = spawnSync(MIPROXY_BIN, ['--help'], { encoding: 'utf8', timeout: 10000 });
+  return r.status === 0 && /--config/.test(`${r.stdout}${r.stderr}`);
+})();
+
+export const SKIP_REASON = binaryIsReal ? false
+  : `MIPROXY_BIN (${MIPROXY_BIN || 'unset'}) is not a miproxy build with usage text yet`;
+
+// Runs `miproxy ARGS...` to completion (check, doctor, --version). Returns { status, stdout,
+// stderr }.
+export function runMiproxy(args, { env = process.env, timeoutMs = 60000 } = {}) {
+  const r = spawnSync(MIPROXY_BIN, args, { encoding: 'utf8', env, timeout: timeoutMs });
+  return { status: r.status, signal: r.signal, stdout: r.stdout, stderr: r.stderr };
+}
+
+function tcpPort(address) {
+  const m = /:(\d+)$/.exec(address ?? '');
+  return m ? Number(m[1]) : null;
+}
+
+// Writes `config` (an object) to a temp file, starts `miproxy run --config FILE`, and waits until
+// every TCP listener (and the admin listener, if any) accepts connections.
+// Returns {
+//   pid, configPath, stdout(), stderr(), accessLog() (stdout parsed as JSON lines),
+//   waitForLogLine(predicate, timeoutMs = 10000) -> Promise<the first access-log object that
+//     matches> (log lines are written after the response, so they can trail it slightly),
+//   exited: Promise<{code, signal}>, isAlive(),
+//   stop(signal = 'SIGTERM') -> Promise<{code, signal}> (SIGKILL after `killAfterMs`),
+// }
+export async function startMiproxy({ config, env = process.env, args = [],
+  readyTimeoutMs = 30000, killAfterMs = 60000 } = {}) {
+  if (!binaryIsReal) {
+    throw new Error(SKIP_REASON);
+  }
+  const dir = mkdtempSync(join(tmpdir(), 'miproxy-run-'));
+  const configPath = join(dir, 'miproxy.json');
+  writeFileSync(configPath, JSON.stringify(config, null, 2));
+  const proc = spawnProcess(MIPROXY_BIN, ['run', '--config', configPath, ...args], { env });
+  const ports = (config.listeners ?? []).map((l) => tcpPort(l.address)).filter(Boolean);
+  if (config.admin?.address) {
+    ports.push(tcpPort(config.admin.address));
+  }
+  try {
+    for (const port of ports) {
+      await waitForPort(port, { timeoutMs: readyTimeoutMs, isAlive: proc.isAlive });
+    }
+  } catch (err) {
+    await proc.stop('SIGKILL');
+    throw new Error(`${err.message}\n--- miproxy stderr ---\n${proc.stderr()}`);
+  }
+  // Complete JSON lines of stdout; other lines (and a partial last line) are ignored.
+  const accessLog = () => proc.stdout().split('\n').slice(0, -1)
+    .filter((l) => l.trim().startsWith('{'))
+    .map((l) => { try { return JSON.parse(l); } catch { return null; } })
+    .filter(Boolean);
+  return {
+    pid: proc.pid,
+    configPath,
+    stdout: proc.stdout,
+    stderr: proc.stderr,
+    exited: proc.exited,
+    isAlive: proc.isAlive,
+    accessLog,
+    async waitForLogLine(predicate, timeoutMs = 10000) {
+      const deadline = Date.now() + timeoutMs;
+      for (;;) {
+        const found = accessLog().find(predicate);
+        if (found) {
+          return found;
+        }
+        if (Date.now() > deadline || !proc.isAlive()) {
+          throw new Error(`no matching access log line; stdout:\n${proc.stdout().slice(-4000)}`);
+        }
+        await sleep(50);
+      }
+    },
+    async stop(signal = 'SIGTERM') {
+      const result = await proc.stop(signal, killAfterMs);
+      rmSync(dir, { recursive: true, force: true });
+      return result;
+    },
+  };
+}
