@@ -95,6 +95,11 @@ struct SourceDeps {
   std::chrono::milliseconds az_timeout{13000};
   // Global tls.ca_file for HTTPS token endpoints ("" = system store).
   std::string ca_file;
+  // Runs |task| later on the control loop, never inside the call (main wires it to the control
+  // Executor's post; tests to a queue they drain). Sources use it to report results that need
+  // no I/O callback (file reads, configuration errors), so fetch() never calls |done| inline.
+  // Required: make_source() refuses deps without it.
+  std::function<void(std::function<void()>)> defer;
 };
 
 // Builds the source for |identity| (for managed_identity: auto-detected from the environment
