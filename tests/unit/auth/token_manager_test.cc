@@ -54,7 +54,23 @@ class FakeSource : public TokenSource {
     std::string claims;
     std::function<void(SourceResult)> done;
   };
-  FakeSource(std::string name, bool claims) : name_(std::move(name)), claims_(claims) {}
+  FakeSource(std::string name, bool claims, std::set<FakeSource*>* live)
+      : name_(std::move(name)), claims_(claims), live_(live) {
+    live_->insert(this);
+  }
+  ~FakeSource() override { live_->erase(this); }
+
+  // Like a fetcher that is shut down: drops the callbacks of fetches that never completed.
+  std::vector<std::function<void(SourceResult)>> take_pending() {
+    std::vector<std::function<void(SourceResult)>> out;
+    for (auto& call : calls) {
+      if (call.done) {
+        out.push_back(std::move(call.done));
+      }
+    }
+    pending = 0;
+    return out;
+  }
 
   const std::string& name() const override { return name_; }
   bool supports_claims() const override { return claims_; }
@@ -71,6 +87,7 @@ class FakeSource : public TokenSource {
     size_t index = calls.size() - static_cast<size_t>(pending);
     --pending;
     auto done = std::move(calls[index].done);
+    calls[index].done = nullptr;
     done(std::move(result));
   }
 
@@ -81,6 +98,7 @@ class FakeSource : public TokenSource {
  private:
   std::string name_;
   bool claims_;
+  std::set<FakeSource*>* live_;
 };
 
 std::string base64url(const std::string& in) {
@@ -141,11 +159,26 @@ struct Fixture {
           if (!factory_error.empty()) {
             return std::unexpected(factory_error);
           }
-          auto source = std::make_unique<FakeSource>("imds", claims);
+          auto source = std::make_unique<FakeSource>("imds", claims, &live);
           sources.push_back(source.get());
           return source;
         },
         std::move(options));
+  }
+
+  ~Fixture() {
+    manager.reset();
+    run();
+    // A fetch left hanging holds its source; drop those callbacks as a closing fetcher would.
+    std::vector<std::function<void(SourceResult)>> dropped;
+    for (FakeSource* source : std::set<FakeSource*>(live)) {
+      for (auto& done : source->take_pending()) {
+        dropped.push_back(std::move(done));
+      }
+    }
+    dropped.clear();
+    run();
+    CHECK(live.empty());
   }
 
   static TokenManagerOptions fixed_jitter() {
@@ -183,6 +216,7 @@ struct Fixture {
   ManualScheduler scheduler;
   QueueExecutor control;
   QueueExecutor worker;
+  std::set<FakeSource*> live;  // sources not yet destroyed
   std::vector<FakeSource*> sources;
   int factory_calls = 0;
   std::string factory_error;
