@@ -9,6 +9,8 @@
 #include <tuple>
 #include <utility>
 
+#include "base/log.h"
+
 namespace miproxy::auth {
 
 namespace {
@@ -527,9 +529,11 @@ class TokenManager::Slot final : public TokenSlot, public std::enable_shared_fro
 
   void record(bool ok, const std::string& error, const std::string& name, Clock::duration latency,
               bool refresh) {
+    bool recovered = false;
     {
       std::lock_guard lock(status_mu_);
       if (ok) {
+        recovered = ok_ == 0 || !last_error_.empty();
         ++ok_;
         last_error_.clear();
         status_source_ = name;
@@ -537,6 +541,19 @@ class TokenManager::Slot final : public TokenSlot, public std::enable_shared_fro
         ++failed_;
         last_error_ = error;
       }
+    }
+    // Never the token: identity, scope, source and the endpoint's words only.
+    auto ms = duration_cast<milliseconds>(latency).count();
+    if (!ok) {
+      log::warn("token acquisition failed", {{"identity", identity_.name}, {"scope", scope_},
+                                            {"source", name}, {"error", error},
+                                            {"refresh", refresh}, {"latency_ms", ms}});
+    } else if (recovered) {
+      log::info("token acquired", {{"identity", identity_.name}, {"scope", scope_},
+                                   {"source", name}, {"latency_ms", ms}});
+    } else {
+      log::debug("token refreshed", {{"identity", identity_.name}, {"scope", scope_},
+                                     {"source", name}, {"latency_ms", ms}});
     }
     if (shared_->observer) {
       shared_->observer(AcquisitionEvent{identity_.name, scope_, name, ok, latency, error, refresh});
