@@ -372,11 +372,15 @@ class TokenManager::Slot final : public TokenSlot, public std::enable_shared_fro
 
   void start_fetch() {
     cancel_timer();
+    bool first_try = source_ && !source_->made;
     TokenSource* source = ensure_source();
     if (source == nullptr) {
-      // A configuration error: there is nothing to retry until the config changes.
+      // A configuration error: there is nothing to retry until the config changes. Recorded
+      // (logged, counted) once; later requests just get the same answer.
       std::string message = source_ ? source_->error : retired_reason_;
-      record(false, message, source_name(), Clock::duration::zero(), false);
+      if (first_try || !last_failure_) {
+        record(false, message, source_name(), Clock::duration::zero(), false);
+      }
       last_failure_ = SourceError{message, 0, false, std::nullopt, seconds(0), false};
       std::vector<Waiter> waiters = std::move(waiters_);
       waiters_.clear();

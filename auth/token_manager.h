@@ -46,8 +46,8 @@
 // (after a reload) and the destructor retire unused slots on the control thread: timers are
 // cancelled, waiters failed, the source released; a retired slot still serves its valid token
 // to requests of the old config, and fails acquire() otherwise. A source is kept alive while one
-// of its fetches is in flight, and is only ever destroyed on the control thread from a posted
-// task, never inside one of its own callbacks. The control executor must therefore outlive
+// of its fetches is in flight, and is destroyed on the control thread, never inside one of its
+// own callbacks (the reference a fetch holds is released from a posted task). The control executor must therefore outlive
 // every fetch in flight: at shutdown, close the HttpFetcher and ProcessRunner (which drop their
 // callbacks) before the executor.
 

@@ -824,7 +824,17 @@ TEST_CASE("a source that cannot be built fails acquisitions with the configurati
   CHECK(result->error().message == f.factory_error);
   CHECK(result->error().source == "managed_identity");
   CHECK(slot->status().last_error == f.factory_error);
+
+  // Asking again gives the same answer without building the source again.
+  std::optional<TokenResult> again;
+  f.acquire(*slot, &again);
+  f.run();
+  REQUIRE(again.has_value());
+  REQUIRE_FALSE(again->has_value());
+  CHECK(again->error().message == f.factory_error);
   CHECK(f.factory_calls == 1);
+  CHECK(slot->status().acquisitions_failed == 1);
+  CHECK_FALSE(f.manager->ready());
 }
 
 TEST_CASE("ready() and status_json() report each slot", "[token]") {
