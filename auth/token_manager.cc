@@ -180,16 +180,14 @@ class TokenManager::Slot final : public TokenSlot, public std::enable_shared_fro
   }
 
   void acquire(Executor& reply_to, std::function<void(TokenResult)> done) override {
-    shared_->control.post([self = shared_from_this(), r = &reply_to, d = std::move(done)]() mutable {
-      self->on_acquire(r, std::move(d));
-    });
+    shared_->control.post([self = shared_from_this(), r = &reply_to,
+                           d = std::move(done)]() mutable { self->on_acquire(r, std::move(d)); });
   }
 
   void invalidate(const std::shared_ptr<const AccessToken>& rejected,
                   const std::string& claims) override {
-    shared_->control.post([self = shared_from_this(), rejected, claims] {
-      self->on_invalidate(rejected, claims);
-    });
+    shared_->control.post(
+        [self = shared_from_this(), rejected, claims] { self->on_invalidate(rejected, claims); });
   }
 
   const std::string& identity_name() const override { return identity_.name; }
@@ -341,7 +339,8 @@ class TokenManager::Slot final : public TokenSlot, public std::enable_shared_fro
     start_fetch();
   }
 
-  void on_invalidate(const std::shared_ptr<const AccessToken>& rejected, const std::string& claims) {
+  void on_invalidate(const std::shared_ptr<const AccessToken>& rejected,
+                     const std::string& claims) {
     if (retired_ || !rejected || published_.load(std::memory_order_acquire) != rejected) {
       return;  // already replaced or dropped: a repeated rejection must not refetch again
     }
@@ -446,7 +445,11 @@ class TokenManager::Slot final : public TokenSlot, public std::enable_shared_fro
       SourceError error{name + " returned a token that expires in " + std::to_string(left) +
                             " s, within the " + std::to_string(opts().expiry_margin.count()) +
                             " s safety margin",
-                        0, true, std::nullopt, seconds(0), false};
+                        0,
+                        true,
+                        std::nullopt,
+                        seconds(0),
+                        false};
       on_failure(std::move(error), name, now, latency, refresh);
       return;
     }
@@ -512,7 +515,8 @@ class TokenManager::Slot final : public TokenSlot, public std::enable_shared_fro
       claims_.clear();  // the endpoint refused them: next time, a plain fetch
     }
     if (error.retry_after) {
-      delay = std::max<Clock::duration>(delay, std::min(*error.retry_after, opts().retry_after_cap));
+      delay =
+          std::max<Clock::duration>(delay, std::min(*error.retry_after, opts().retry_after_cap));
     }
     Clock::time_point next = now + delay;
 
@@ -549,18 +553,24 @@ class TokenManager::Slot final : public TokenSlot, public std::enable_shared_fro
     // Never the token: identity, scope, source and the endpoint's words only.
     auto ms = duration_cast<milliseconds>(latency).count();
     if (!ok) {
-      log::warn("token acquisition failed", {{"identity", identity_.name}, {"scope", scope_},
-                                            {"source", name}, {"error", error},
-                                            {"refresh", refresh}, {"latency_ms", ms}});
+      log::warn("token acquisition failed", {{"identity", identity_.name},
+                                             {"scope", scope_},
+                                             {"source", name},
+                                             {"error", error},
+                                             {"refresh", refresh},
+                                             {"latency_ms", ms}});
     } else if (recovered) {
-      log::info("token acquired", {{"identity", identity_.name}, {"scope", scope_},
-                                   {"source", name}, {"latency_ms", ms}});
+      log::info(
+          "token acquired",
+          {{"identity", identity_.name}, {"scope", scope_}, {"source", name}, {"latency_ms", ms}});
     } else {
-      log::debug("token refreshed", {{"identity", identity_.name}, {"scope", scope_},
-                                     {"source", name}, {"latency_ms", ms}});
+      log::debug(
+          "token refreshed",
+          {{"identity", identity_.name}, {"scope", scope_}, {"source", name}, {"latency_ms", ms}});
     }
     if (shared_->observer) {
-      shared_->observer(AcquisitionEvent{identity_.name, scope_, name, ok, latency, error, refresh});
+      shared_->observer(
+          AcquisitionEvent{identity_.name, scope_, name, ok, latency, error, refresh});
     }
   }
 
@@ -622,8 +632,8 @@ class TokenManager::Slot final : public TokenSlot, public std::enable_shared_fro
 
 TokenManager::TokenManager(Executor& control, Scheduler& scheduler, SourceFactory factory,
                            TokenManagerOptions options)
-    : shared_(std::make_shared<Shared>(control, scheduler, std::move(factory),
-                                       std::move(options))) {}
+    : shared_(
+          std::make_shared<Shared>(control, scheduler, std::move(factory), std::move(options))) {}
 
 TokenManager::~TokenManager() {
   retire_where([](const Slot&) { return true; });
@@ -699,8 +709,9 @@ void TokenManager::retain(const std::map<std::string, config::Identity>& identit
 
 void TokenManager::retain(const std::vector<std::shared_ptr<TokenSlot>>& live) {
   retire_where([&](const Slot& s) {
-    return std::none_of(live.begin(), live.end(),
-                        [&](const auto& l) { return l.get() == static_cast<const TokenSlot*>(&s); });
+    return std::none_of(live.begin(), live.end(), [&](const auto& l) {
+      return l.get() == static_cast<const TokenSlot*>(&s);
+    });
   });
 }
 

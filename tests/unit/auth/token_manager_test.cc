@@ -1,13 +1,16 @@
-#include <catch2/catch.hpp>
+#include "auth/token_manager.h"
+
+#include <uv.h>
 
 #include <atomic>
+#include <catch2/catch.hpp>
 #include <deque>
 #include <mutex>
 #include <set>
 #include <thread>
 
 #include "auth/scheduler.h"
-#include "auth/token_manager.h"
+#include "auth/uv_executor.h"
 #include "base/log.h"
 
 namespace {
@@ -103,8 +106,7 @@ class FakeSource : public TokenSource {
 };
 
 std::string base64url(const std::string& in) {
-  static const char* alphabet =
-      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+  static const char* alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
   std::string out;
   uint32_t acc = 0;
   int bits = 0;
@@ -132,7 +134,8 @@ std::string fake_jwt(int serial) {
   return base64url(R"({"alg":"RS256","typ":"JWT"})") + "." + base64url(payload.dump()) + ".sig";
 }
 
-config::Identity mi_identity(const std::string& client_id = "11111111-0000-0000-0000-000000000001") {
+config::Identity mi_identity(
+    const std::string& client_id = "11111111-0000-0000-0000-000000000001") {
   config::Identity identity;
   identity.name = "orders";
   identity.type = config::Identity::Type::MANAGED_IDENTITY;
@@ -882,6 +885,90 @@ TEST_CASE("ready() and status_json() report each slot", "[token]") {
   f.scheduler.advance(1h);
   CHECK(f.source().pending == 1);
   CHECK_FALSE(f.manager->ready());
+}
+
+// A source that answers from a timer on the control loop, like a real endpoint would.
+class LoopSource : public TokenSource {
+ public:
+  explicit LoopSource(Scheduler& scheduler) : scheduler_(scheduler) {}
+  const std::string& name() const override { return name_; }
+  void fetch(const std::string& scope, const std::string& claims,
+             std::function<void(SourceResult)> done) override {
+    ++fetches;
+    scheduler_.start_timer(milliseconds(1), [this, done = std::move(done)] {
+      TokenData data;
+      data.access_token = SecretString(fake_jwt(fetches));
+      data.expires_at = scheduler_.now() + 1h;
+      done(std::move(data));
+    });
+  }
+  int fetches = 0;
+
+ private:
+  Scheduler& scheduler_;
+  std::string name_ = "app_service";
+};
+
+TEST_CASE("on real loops, a worker thread's acquire is answered on its own loop", "[token]") {
+  log::Level saved_level = log::level();
+  log::set_level(log::Level::OFF);
+  uv_loop_t control_loop;
+  REQUIRE(uv_loop_init(&control_loop) == 0);
+  auto control = std::make_unique<UvExecutor>(&control_loop);
+  auto scheduler = std::make_unique<UvScheduler>(&control_loop);
+  LoopSource* source = nullptr;
+  auto manager = std::make_unique<TokenManager>(
+      *control, *scheduler,
+      [&](const config::Identity&) -> std::expected<std::unique_ptr<TokenSource>, std::string> {
+        auto s = std::make_unique<LoopSource>(*scheduler);
+        source = s.get();
+        return s;
+      });
+  auto slot = manager->slot(mi_identity(), kScope);
+  int fetches = 0;
+
+  std::thread::id answered_on;
+  std::thread::id worker_id;
+  std::optional<TokenResult> result;
+  std::thread worker([&] {
+    worker_id = std::this_thread::get_id();
+    uv_loop_t loop;
+    REQUIRE(uv_loop_init(&loop) == 0);
+    auto executor = std::make_unique<UvExecutor>(&loop);
+    slot->acquire(*executor, [&](TokenResult r) {
+      answered_on = std::this_thread::get_id();
+      result = std::move(r);
+      executor->close();
+      // Shut the control side down from its own thread.
+      control->post([&] {
+        fetches = source->fetches;
+        manager.reset();
+        scheduler->close();
+        control->close();
+      });
+    });
+    uv_run(&loop, UV_RUN_DEFAULT);
+    executor.reset();
+    CHECK(uv_loop_close(&loop) == 0);
+  });
+  uv_run(&control_loop, UV_RUN_DEFAULT);
+  worker.join();
+  // A retired slot still serves its valid token (while the scheduler, its clock, lives).
+  REQUIRE(result.has_value());
+  REQUIRE(result->has_value());
+  CHECK(slot->current() == result->value());
+  slot.reset();
+  control.reset();
+  scheduler.reset();
+  CHECK(uv_loop_close(&control_loop) == 0);
+
+  CHECK(answered_on == worker_id);
+  REQUIRE(result.has_value());
+  REQUIRE(result->has_value());
+  CHECK(result->value()->source == "app_service");
+  CHECK(value_of(result->value()) == fake_jwt(1));
+  CHECK(fetches == 1);
+  log::set_level(saved_level);
 }
 
 }  // namespace
