@@ -27,6 +27,11 @@ auto identity_fields(const config::Identity& i) {
                   i.certificate_file, i.send_certificate_chain, i.path);
 }
 
+// A trip-wire for the list above: a field it misses would let a reload keep serving tokens of
+// the old identity. Adjust both when config::Identity changes (sizes are for LP64 libstdc++).
+static_assert(sizeof(config::Identity) == 12 * sizeof(std::string) + 16,
+              "config::Identity changed: update identity_fields() in token_manager.cc");
+
 bool same_identity(const config::Identity& a, const config::Identity& b) {
   return identity_fields(a) == identity_fields(b);
 }

@@ -804,6 +804,36 @@ TEST_CASE("reload keeps the slot of an unchanged identity and replaces a changed
   CHECK(result->error().message.find("no longer configured") != std::string::npos);
 }
 
+TEST_CASE("a change to any identity field makes a new cache entry", "[token]") {
+  Fixture f;
+  auto base = f.manager->slot(mi_identity(), kScope);
+  using Change = std::function<void(config::Identity&)>;
+  std::vector<std::pair<const char*, Change>> changes = {
+      {"name", [](auto& i) { i.name = "billing"; }},
+      {"type", [](auto& i) { i.type = config::Identity::Type::WORKLOAD_IDENTITY; }},
+      {"source", [](auto& i) { i.source = "imds"; }},
+      {"endpoint", [](auto& i) { i.endpoint = "http://127.0.0.1:40000/token"; }},
+      {"client_id", [](auto& i) { i.client_id = "x"; }},
+      {"object_id", [](auto& i) { i.object_id = "x"; }},
+      {"resource_id", [](auto& i) { i.resource_id = "x"; }},
+      {"tenant_id", [](auto& i) { i.tenant_id = "x"; }},
+      {"authority_host", [](auto& i) { i.authority_host = "https://login.example"; }},
+      {"federated_token_file", [](auto& i) { i.federated_token_file = "/x"; }},
+      {"secret_file", [](auto& i) { i.secret_file = "/x"; }},
+      {"certificate_file", [](auto& i) { i.certificate_file = "/x"; }},
+      {"send_certificate_chain", [](auto& i) { i.send_certificate_chain = true; }},
+      {"path", [](auto& i) { i.path = "/x"; }},
+  };
+  for (auto& [field, change] : changes) {
+    INFO(field);
+    config::Identity changed = mi_identity();
+    change(changed);
+    CHECK(f.manager->slot(changed, kScope) != base);
+  }
+  CHECK(f.manager->slot(mi_identity(), kScope) == base);
+  CHECK(f.manager->slot(mi_identity(), kScope + " ") != base);
+}
+
 TEST_CASE("retain() by slot list retires exactly the slots not listed", "[token]") {
   Fixture f;
   auto a = f.manager->slot(mi_identity(), kScope);
