@@ -5,6 +5,10 @@
 // retries failures with backoff, so in steady state no proxied request waits on a token
 // endpoint. token-sources.md §13-14 gives the rules followed here.
 //
+// Reading. current() takes no mutex: the token is published through
+// std::atomic<std::shared_ptr<const AccessToken>> (libstdc++ guards it with a spin bit held for a
+// few instructions), so readers on every worker never contend on a lock with each other.
+//
 // Validity. current() returns the published token only while now < expires_at - expiry_margin
 // (30 s): a token that would expire while the request is on its way is never handed out, and
 // an expired one never is. The clock is Scheduler::now(). A token that arrives already inside
@@ -51,7 +55,8 @@
 // of its fetches is in flight, and is destroyed on the control thread, never inside one of its
 // own callbacks (the reference a fetch holds is released from a posted task). The control executor
 // must therefore outlive every fetch in flight: at shutdown, close the HttpFetcher and
-// ProcessRunner (which drop their callbacks) before the executor.
+// ProcessRunner (which drop their callbacks) before the executor. Once the control executor is
+// closed, acquire() callbacks are dropped with it: stop the workers first.
 
 #include <chrono>
 #include <expected>
