@@ -183,8 +183,8 @@ void UvProcessRunner::run(std::vector<std::string> argv, std::vector<std::string
   if (rc != 0) {
     job->process.data = job;
     job->result.spawn_failed = true;
-    job->result.err = std::string("cannot start ") + (argv.empty() ? "" : argv[0]) + ": " +
-                      uv_strerror(rc);
+    job->result.err =
+        std::string("cannot start ") + (argv.empty() ? "" : argv[0]) + ": " + uv_strerror(rc);
     job->exited = true;
     job->close_all();
     return;

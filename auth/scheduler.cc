@@ -77,8 +77,8 @@ void UvScheduler::on_timer(uv_timer_t* handle) {
 }
 
 ManualScheduler::ManualScheduler(Clock::time_point start)
-    : now_ns_(std::chrono::duration_cast<std::chrono::nanoseconds>(start.time_since_epoch())
-                  .count()) {}
+    : now_ns_(
+          std::chrono::duration_cast<std::chrono::nanoseconds>(start.time_since_epoch()).count()) {}
 
 Clock::time_point ManualScheduler::now() const {
   return Clock::time_point(std::chrono::duration_cast<Clock::duration>(
@@ -116,9 +116,9 @@ std::optional<std::function<void()>> ManualScheduler::pop_due(Clock::time_point 
   auto node = timers_.extract(timers_.begin());
   deadlines_.erase(node.key().second);
   Clock::time_point due = std::max(node.key().first, now());
-  now_ns_.store(std::chrono::duration_cast<std::chrono::nanoseconds>(due.time_since_epoch())
-                    .count(),
-                std::memory_order_release);
+  now_ns_.store(
+      std::chrono::duration_cast<std::chrono::nanoseconds>(due.time_since_epoch()).count(),
+      std::memory_order_release);
   return std::move(node.mapped());
 }
 
@@ -128,9 +128,9 @@ void ManualScheduler::advance(Clock::duration d) {
     (*cb)();
   }
   if (now() < target) {
-    now_ns_.store(std::chrono::duration_cast<std::chrono::nanoseconds>(target.time_since_epoch())
-                      .count(),
-                  std::memory_order_release);
+    now_ns_.store(
+        std::chrono::duration_cast<std::chrono::nanoseconds>(target.time_since_epoch()).count(),
+        std::memory_order_release);
   }
 }
 

@@ -69,8 +69,8 @@ class UvScheduler : public Scheduler {
 class ManualScheduler : public Scheduler {
  public:
   // 2026-01-01T00:00:00Z by default, so tokens and logs show plausible dates.
-  explicit ManualScheduler(Clock::time_point start = Clock::time_point(
-                               std::chrono::seconds(1767225600)));
+  explicit ManualScheduler(
+      Clock::time_point start = Clock::time_point(std::chrono::seconds(1767225600)));
 
   Clock::time_point now() const override;
   TimerId start_timer(std::chrono::milliseconds delay, std::function<void()> cb) override;

@@ -9,6 +9,8 @@
 #include <tuple>
 #include <utility>
 
+#include "base/log.h"
+
 namespace miproxy::auth {
 
 namespace {
@@ -24,6 +26,11 @@ auto identity_fields(const config::Identity& i) {
                   i.tenant_id, i.authority_host, i.federated_token_file, i.secret_file,
                   i.certificate_file, i.send_certificate_chain, i.path);
 }
+
+// A trip-wire for the list above: a field it misses would let a reload keep serving tokens of
+// the old identity. Adjust both when config::Identity changes (sizes are for LP64 libstdc++).
+static_assert(sizeof(config::Identity) == 12 * sizeof(std::string) + 16,
+              "config::Identity changed: update identity_fields() in token_manager.cc");
 
 bool same_identity(const config::Identity& a, const config::Identity& b) {
   return identity_fields(a) == identity_fields(b);
@@ -178,16 +185,14 @@ class TokenManager::Slot final : public TokenSlot, public std::enable_shared_fro
   }
 
   void acquire(Executor& reply_to, std::function<void(TokenResult)> done) override {
-    shared_->control.post([self = shared_from_this(), r = &reply_to, d = std::move(done)]() mutable {
-      self->on_acquire(r, std::move(d));
-    });
+    shared_->control.post([self = shared_from_this(), r = &reply_to,
+                           d = std::move(done)]() mutable { self->on_acquire(r, std::move(d)); });
   }
 
   void invalidate(const std::shared_ptr<const AccessToken>& rejected,
                   const std::string& claims) override {
-    shared_->control.post([self = shared_from_this(), rejected, claims] {
-      self->on_invalidate(rejected, claims);
-    });
+    shared_->control.post(
+        [self = shared_from_this(), rejected, claims] { self->on_invalidate(rejected, claims); });
   }
 
   const std::string& identity_name() const override { return identity_.name; }
@@ -339,7 +344,8 @@ class TokenManager::Slot final : public TokenSlot, public std::enable_shared_fro
     start_fetch();
   }
 
-  void on_invalidate(const std::shared_ptr<const AccessToken>& rejected, const std::string& claims) {
+  void on_invalidate(const std::shared_ptr<const AccessToken>& rejected,
+                     const std::string& claims) {
     if (retired_ || !rejected || published_.load(std::memory_order_acquire) != rejected) {
       return;  // already replaced or dropped: a repeated rejection must not refetch again
     }
@@ -370,11 +376,15 @@ class TokenManager::Slot final : public TokenSlot, public std::enable_shared_fro
 
   void start_fetch() {
     cancel_timer();
+    bool first_try = source_ && !source_->made;
     TokenSource* source = ensure_source();
     if (source == nullptr) {
-      // A configuration error: there is nothing to retry until the config changes.
+      // A configuration error: there is nothing to retry until the config changes. Recorded
+      // (logged, counted) once; later requests just get the same answer.
       std::string message = source_ ? source_->error : retired_reason_;
-      record(false, message, source_name(), Clock::duration::zero(), false);
+      if (first_try || !last_failure_) {
+        record(false, message, source_name(), Clock::duration::zero(), false);
+      }
       last_failure_ = SourceError{message, 0, false, std::nullopt, seconds(0), false};
       std::vector<Waiter> waiters = std::move(waiters_);
       waiters_.clear();
@@ -440,7 +450,11 @@ class TokenManager::Slot final : public TokenSlot, public std::enable_shared_fro
       SourceError error{name + " returned a token that expires in " + std::to_string(left) +
                             " s, within the " + std::to_string(opts().expiry_margin.count()) +
                             " s safety margin",
-                        0, true, std::nullopt, seconds(0), false};
+                        0,
+                        true,
+                        std::nullopt,
+                        seconds(0),
+                        false};
       on_failure(std::move(error), name, now, latency, refresh);
       return;
     }
@@ -506,7 +520,8 @@ class TokenManager::Slot final : public TokenSlot, public std::enable_shared_fro
       claims_.clear();  // the endpoint refused them: next time, a plain fetch
     }
     if (error.retry_after) {
-      delay = std::max<Clock::duration>(delay, std::min(*error.retry_after, opts().retry_after_cap));
+      delay =
+          std::max<Clock::duration>(delay, std::min(*error.retry_after, opts().retry_after_cap));
     }
     Clock::time_point next = now + delay;
 
@@ -527,9 +542,11 @@ class TokenManager::Slot final : public TokenSlot, public std::enable_shared_fro
 
   void record(bool ok, const std::string& error, const std::string& name, Clock::duration latency,
               bool refresh) {
+    bool recovered = false;
     {
       std::lock_guard lock(status_mu_);
       if (ok) {
+        recovered = ok_ == 0 || !last_error_.empty();
         ++ok_;
         last_error_.clear();
         status_source_ = name;
@@ -538,8 +555,27 @@ class TokenManager::Slot final : public TokenSlot, public std::enable_shared_fro
         last_error_ = error;
       }
     }
+    // Never the token: identity, scope, source and the endpoint's words only.
+    auto ms = duration_cast<milliseconds>(latency).count();
+    if (!ok) {
+      log::warn("token acquisition failed", {{"identity", identity_.name},
+                                             {"scope", scope_},
+                                             {"source", name},
+                                             {"error", error},
+                                             {"refresh", refresh},
+                                             {"latency_ms", ms}});
+    } else if (recovered) {
+      log::info(
+          "token acquired",
+          {{"identity", identity_.name}, {"scope", scope_}, {"source", name}, {"latency_ms", ms}});
+    } else {
+      log::debug(
+          "token refreshed",
+          {{"identity", identity_.name}, {"scope", scope_}, {"source", name}, {"latency_ms", ms}});
+    }
     if (shared_->observer) {
-      shared_->observer(AcquisitionEvent{identity_.name, scope_, name, ok, latency, error, refresh});
+      shared_->observer(
+          AcquisitionEvent{identity_.name, scope_, name, ok, latency, error, refresh});
     }
   }
 
@@ -601,8 +637,8 @@ class TokenManager::Slot final : public TokenSlot, public std::enable_shared_fro
 
 TokenManager::TokenManager(Executor& control, Scheduler& scheduler, SourceFactory factory,
                            TokenManagerOptions options)
-    : shared_(std::make_shared<Shared>(control, scheduler, std::move(factory),
-                                       std::move(options))) {}
+    : shared_(
+          std::make_shared<Shared>(control, scheduler, std::move(factory), std::move(options))) {}
 
 TokenManager::~TokenManager() {
   retire_where([](const Slot&) { return true; });
@@ -678,8 +714,9 @@ void TokenManager::retain(const std::map<std::string, config::Identity>& identit
 
 void TokenManager::retain(const std::vector<std::shared_ptr<TokenSlot>>& live) {
   retire_where([&](const Slot& s) {
-    return std::none_of(live.begin(), live.end(),
-                        [&](const auto& l) { return l.get() == static_cast<const TokenSlot*>(&s); });
+    return std::none_of(live.begin(), live.end(), [&](const auto& l) {
+      return l.get() == static_cast<const TokenSlot*>(&s);
+    });
   });
 }
 

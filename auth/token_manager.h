@@ -5,9 +5,14 @@
 // retries failures with backoff, so in steady state no proxied request waits on a token
 // endpoint. token-sources.md §13-14 gives the rules followed here.
 //
+// Reading. current() takes no mutex: the token is published through
+// std::atomic<std::shared_ptr<const AccessToken>> (libstdc++ guards it with a spin bit held for a
+// few instructions), so readers on every worker never contend on a lock with each other.
+//
 // Validity. current() returns the published token only while now < expires_at - expiry_margin
 // (30 s): a token that would expire while the request is on its way is never handed out, and
-// an expired one never is. The clock is Scheduler::now().
+// an expired one never is. The clock is Scheduler::now(). A token that arrives already inside
+// the margin counts as a retryable failure.
 //
 // Refresh ahead. For each new token: refresh_at = the endpoint's refresh_in when given; else
 // lifetime >= 2 h: issue time + lifetime / 2 (MSAL, azure-identity); else the later of
@@ -40,12 +45,18 @@
 // fetches again at once, passing the claims when the source supports them (the claims are kept
 // for retries and dropped after success or a non-retryable failure). A second invalidate() of
 // the same token is a no-op, so a rejection can never loop. A fetch that was in flight when
-// the token was invalidated is discarded and started again.
+// the token was invalidated is discarded and started again. Claims do not make cache entries of
+// their own: the token fetched with them simply replaces the slot's token.
 //
 // Lifetime. Slots live while the manager's map holds them or a route table does. retain()
 // (after a reload) and the destructor retire unused slots on the control thread: timers are
 // cancelled, waiters failed, the source released; a retired slot still serves its valid token
-// to requests of the old config, and fails acquire() otherwise.
+// to requests of the old config, and fails acquire() otherwise. A source is kept alive while one
+// of its fetches is in flight, and is destroyed on the control thread, never inside one of its
+// own callbacks (the reference a fetch holds is released from a posted task). The control executor
+// must therefore outlive every fetch in flight: at shutdown, close the HttpFetcher and
+// ProcessRunner (which drop their callbacks) before the executor. Once the control executor is
+// closed, acquire() callbacks are dropped with it: stop the workers first.
 
 #include <chrono>
 #include <expected>
@@ -53,10 +64,9 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "auth/scheduler.h"
 #include "auth/source.h"
@@ -71,8 +81,8 @@ using SourceFactory = std::function<std::expected<std::unique_ptr<TokenSource>, 
 
 struct TokenManagerOptions {
   std::chrono::seconds expiry_margin{30};
-  std::chrono::seconds refresh_before_expiry{300};    // tokens under 2 h
-  std::chrono::seconds half_life_threshold{7200};     // tokens from 2 h use half their lifetime
+  std::chrono::seconds refresh_before_expiry{300};  // tokens under 2 h
+  std::chrono::seconds half_life_threshold{7200};   // tokens from 2 h use half their lifetime
   std::chrono::milliseconds backoff_base{1000};
   std::chrono::milliseconds backoff_cap{60000};
   std::chrono::seconds retry_after_cap{3600};
@@ -88,11 +98,11 @@ struct TokenManagerOptions {
 struct AcquisitionEvent {
   std::string identity;
   std::string scope;
-  std::string source;             // TokenSource::last_source() on success, name() on failure
+  std::string source;  // TokenSource::last_source() on success, name() on failure
   bool ok = false;
-  Clock::duration latency{};      // by the Scheduler's clock
-  std::string error;              // SourceError::message when !ok
-  bool refresh = false;           // true when a valid token was being refreshed ahead
+  Clock::duration latency{};  // by the Scheduler's clock
+  std::string error;          // SourceError::message when !ok
+  bool refresh = false;       // true when a valid token was being refreshed ahead
 };
 
 class TokenManager {
@@ -127,9 +137,10 @@ class TokenManager {
   // Any thread: every slot holds a valid token. True with no slots.
   bool ready() const;
 
-  // Control thread (the admin listener's loop): [{"identity", "scope", "source", "has_valid_token", "expires_in" (seconds, or
-  // null), "refresh_in" (seconds, or null), "last_error" (or null), "acquisitions_ok",
-  // "acquisitions_failed", "fetching"}], one per slot, in creation order.
+  // Control thread (the admin listener's loop): one object per slot, in creation order, with
+  // "identity", "scope", "source", "has_valid_token", "expires_in" (seconds, or null),
+  // "refresh_in" / "retry_in" (seconds until the next planned attempt, or null), "last_error"
+  // (or null), "acquisitions_ok", "acquisitions_failed" and "fetching". Never a token.
   nlohmann::json status_json() const;
 
   // Control thread, before prefetch(): called after every fetch attempt.
@@ -138,17 +149,17 @@ class TokenManager {
   // Any thread: number of live (not retired) slots.
   size_t size() const;
 
-  class Slot;      // the TokenSlot implementation (token_manager.cc)
-  struct Shared;   // what slots share with the manager: executor, scheduler, options, observer
-  struct Source;   // one per distinct identity config: the lazily made TokenSource
+  class Slot;     // the TokenSlot implementation (token_manager.cc)
+  struct Shared;  // what slots share with the manager: executor, scheduler, options, observer
+  struct Source;  // one per distinct identity config: the lazily made TokenSource
 
  private:
   void retire_where(const std::function<bool(const Slot&)>& drop);
 
   std::shared_ptr<Shared> shared_;
   mutable std::mutex mu_;
-  std::vector<std::shared_ptr<Slot>> slots_;       // guarded by mu_, creation order
-  std::vector<std::shared_ptr<Source>> sources_;   // guarded by mu_
+  std::vector<std::shared_ptr<Slot>> slots_;      // guarded by mu_, creation order
+  std::vector<std::shared_ptr<Source>> sources_;  // guarded by mu_
 };
 
 }  // namespace miproxy::auth

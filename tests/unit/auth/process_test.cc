@@ -1,10 +1,9 @@
-#include <catch2/catch.hpp>
+#include "auth/process.h"
 
 #include <uv.h>
 
+#include <catch2/catch.hpp>
 #include <optional>
-
-#include "auth/process.h"
 
 namespace {
 
@@ -77,8 +76,9 @@ TEST_CASE("a missing executable reports spawn_failed", "[token]") {
 }
 
 TEST_CASE("output beyond 1 MiB is discarded without blocking the process", "[token]") {
-  ProcessResult r = run({"/bin/sh", "-c", "head -c 3000000 /dev/zero; head -c 2000000 /dev/zero >&2"},
-                        {"PATH=/bin:/usr/bin"});
+  ProcessResult r =
+      run({"/bin/sh", "-c", "head -c 3000000 /dev/zero; head -c 2000000 /dev/zero >&2"},
+          {"PATH=/bin:/usr/bin"});
   CHECK(r.exit_code == 0);
   CHECK_FALSE(r.timed_out);
   CHECK(r.out.size() == kProcessOutputLimit);

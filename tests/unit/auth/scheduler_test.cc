@@ -1,10 +1,9 @@
-#include <catch2/catch.hpp>
+#include "auth/scheduler.h"
 
 #include <uv.h>
 
+#include <catch2/catch.hpp>
 #include <vector>
-
-#include "auth/scheduler.h"
 
 namespace {
 
@@ -56,8 +55,7 @@ TEST_CASE("UvScheduler close() cancels pending timers and frees their handles", 
   CHECK(uv_loop_close(&loop) == 0);
 }
 
-TEST_CASE("ManualScheduler fires due timers in order with the clock at each deadline",
-          "[token]") {
+TEST_CASE("ManualScheduler fires due timers in order with the clock at each deadline", "[token]") {
   ManualScheduler scheduler;
   const Clock::time_point t0 = scheduler.now();
   std::vector<std::pair<int, Clock::duration>> fired;
@@ -67,7 +65,8 @@ TEST_CASE("ManualScheduler fires due timers in order with the clock at each dead
     scheduler.start_timer(500ms, [&] { fired.emplace_back(15, scheduler.now() - t0); });
     scheduler.start_timer(10s, [&] { fired.emplace_back(11, scheduler.now() - t0); });
   });
-  auto cancelled = scheduler.start_timer(1500ms, [&] { fired.emplace_back(-1, Clock::duration::zero()); });
+  auto cancelled =
+      scheduler.start_timer(1500ms, [&] { fired.emplace_back(-1, Clock::duration::zero()); });
   scheduler.cancel_timer(cancelled);
 
   scheduler.advance(999ms);

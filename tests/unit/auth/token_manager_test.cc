@@ -1,13 +1,17 @@
-#include <catch2/catch.hpp>
+#include "auth/token_manager.h"
+
+#include <uv.h>
 
 #include <atomic>
+#include <catch2/catch.hpp>
 #include <deque>
 #include <mutex>
 #include <set>
 #include <thread>
 
 #include "auth/scheduler.h"
-#include "auth/token_manager.h"
+#include "auth/uv_executor.h"
+#include "base/log.h"
 
 namespace {
 
@@ -54,7 +58,23 @@ class FakeSource : public TokenSource {
     std::string claims;
     std::function<void(SourceResult)> done;
   };
-  FakeSource(std::string name, bool claims) : name_(std::move(name)), claims_(claims) {}
+  FakeSource(std::string name, bool claims, std::set<FakeSource*>* live)
+      : name_(std::move(name)), claims_(claims), live_(live) {
+    live_->insert(this);
+  }
+  ~FakeSource() override { live_->erase(this); }
+
+  // Like a fetcher that is shut down: drops the callbacks of fetches that never completed.
+  std::vector<std::function<void(SourceResult)>> take_pending() {
+    std::vector<std::function<void(SourceResult)>> out;
+    for (auto& call : calls) {
+      if (call.done) {
+        out.push_back(std::move(call.done));
+      }
+    }
+    pending = 0;
+    return out;
+  }
 
   const std::string& name() const override { return name_; }
   bool supports_claims() const override { return claims_; }
@@ -71,6 +91,7 @@ class FakeSource : public TokenSource {
     size_t index = calls.size() - static_cast<size_t>(pending);
     --pending;
     auto done = std::move(calls[index].done);
+    calls[index].done = nullptr;
     done(std::move(result));
   }
 
@@ -81,11 +102,11 @@ class FakeSource : public TokenSource {
  private:
   std::string name_;
   bool claims_;
+  std::set<FakeSource*>* live_;
 };
 
 std::string base64url(const std::string& in) {
-  static const char* alphabet =
-      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+  static const char* alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
   std::string out;
   uint32_t acc = 0;
   int bits = 0;
@@ -113,7 +134,8 @@ std::string fake_jwt(int serial) {
   return base64url(R"({"alg":"RS256","typ":"JWT"})") + "." + base64url(payload.dump()) + ".sig";
 }
 
-config::Identity mi_identity(const std::string& client_id = "11111111-0000-0000-0000-000000000001") {
+config::Identity mi_identity(
+    const std::string& client_id = "11111111-0000-0000-0000-000000000001") {
   config::Identity identity;
   identity.name = "orders";
   identity.type = config::Identity::Type::MANAGED_IDENTITY;
@@ -132,7 +154,9 @@ SourceError error_of(int status, std::string message, bool retryable) {
 }
 
 struct Fixture {
-  explicit Fixture(bool claims = false, TokenManagerOptions options = fixed_jitter()) {
+  explicit Fixture(bool claims = false, TokenManagerOptions options = fixed_jitter())
+      : saved_level(log::level()) {
+    log::set_level(log::Level::OFF);  // failures are expected here; keep the output readable
     manager = std::make_unique<TokenManager>(
         control, scheduler,
         [this, claims](const config::Identity& identity)
@@ -141,11 +165,27 @@ struct Fixture {
           if (!factory_error.empty()) {
             return std::unexpected(factory_error);
           }
-          auto source = std::make_unique<FakeSource>("imds", claims);
+          auto source = std::make_unique<FakeSource>("imds", claims, &live);
           sources.push_back(source.get());
           return source;
         },
         std::move(options));
+  }
+
+  ~Fixture() {
+    manager.reset();
+    run();
+    // A fetch left hanging holds its source; drop those callbacks as a closing fetcher would.
+    std::vector<std::function<void(SourceResult)>> dropped;
+    for (FakeSource* source : std::set<FakeSource*>(live)) {
+      for (auto& done : source->take_pending()) {
+        dropped.push_back(std::move(done));
+      }
+    }
+    dropped.clear();
+    run();
+    CHECK(live.empty());
+    log::set_level(saved_level);
   }
 
   static TokenManagerOptions fixed_jitter() {
@@ -180,9 +220,11 @@ struct Fixture {
     return *sources[0];
   }
 
+  log::Level saved_level;
   ManualScheduler scheduler;
   QueueExecutor control;
   QueueExecutor worker;
+  std::set<FakeSource*> live;  // sources not yet destroyed
   std::vector<FakeSource*> sources;
   int factory_calls = 0;
   std::string factory_error;
@@ -762,6 +804,36 @@ TEST_CASE("reload keeps the slot of an unchanged identity and replaces a changed
   CHECK(result->error().message.find("no longer configured") != std::string::npos);
 }
 
+TEST_CASE("a change to any identity field makes a new cache entry", "[token]") {
+  Fixture f;
+  auto base = f.manager->slot(mi_identity(), kScope);
+  using Change = std::function<void(config::Identity&)>;
+  std::vector<std::pair<const char*, Change>> changes = {
+      {"name", [](auto& i) { i.name = "billing"; }},
+      {"type", [](auto& i) { i.type = config::Identity::Type::WORKLOAD_IDENTITY; }},
+      {"source", [](auto& i) { i.source = "imds"; }},
+      {"endpoint", [](auto& i) { i.endpoint = "http://127.0.0.1:40000/token"; }},
+      {"client_id", [](auto& i) { i.client_id = "x"; }},
+      {"object_id", [](auto& i) { i.object_id = "x"; }},
+      {"resource_id", [](auto& i) { i.resource_id = "x"; }},
+      {"tenant_id", [](auto& i) { i.tenant_id = "x"; }},
+      {"authority_host", [](auto& i) { i.authority_host = "https://login.example"; }},
+      {"federated_token_file", [](auto& i) { i.federated_token_file = "/x"; }},
+      {"secret_file", [](auto& i) { i.secret_file = "/x"; }},
+      {"certificate_file", [](auto& i) { i.certificate_file = "/x"; }},
+      {"send_certificate_chain", [](auto& i) { i.send_certificate_chain = true; }},
+      {"path", [](auto& i) { i.path = "/x"; }},
+  };
+  for (auto& [field, change] : changes) {
+    INFO(field);
+    config::Identity changed = mi_identity();
+    change(changed);
+    CHECK(f.manager->slot(changed, kScope) != base);
+  }
+  CHECK(f.manager->slot(mi_identity(), kScope) == base);
+  CHECK(f.manager->slot(mi_identity(), kScope + " ") != base);
+}
+
 TEST_CASE("retain() by slot list retires exactly the slots not listed", "[token]") {
   Fixture f;
   auto a = f.manager->slot(mi_identity(), kScope);
@@ -785,7 +857,17 @@ TEST_CASE("a source that cannot be built fails acquisitions with the configurati
   CHECK(result->error().message == f.factory_error);
   CHECK(result->error().source == "managed_identity");
   CHECK(slot->status().last_error == f.factory_error);
+
+  // Asking again gives the same answer without building the source again.
+  std::optional<TokenResult> again;
+  f.acquire(*slot, &again);
+  f.run();
+  REQUIRE(again.has_value());
+  REQUIRE_FALSE(again->has_value());
+  CHECK(again->error().message == f.factory_error);
   CHECK(f.factory_calls == 1);
+  CHECK(slot->status().acquisitions_failed == 1);
+  CHECK_FALSE(f.manager->ready());
 }
 
 TEST_CASE("ready() and status_json() report each slot", "[token]") {
@@ -833,6 +915,90 @@ TEST_CASE("ready() and status_json() report each slot", "[token]") {
   f.scheduler.advance(1h);
   CHECK(f.source().pending == 1);
   CHECK_FALSE(f.manager->ready());
+}
+
+// A source that answers from a timer on the control loop, like a real endpoint would.
+class LoopSource : public TokenSource {
+ public:
+  explicit LoopSource(Scheduler& scheduler) : scheduler_(scheduler) {}
+  const std::string& name() const override { return name_; }
+  void fetch(const std::string& scope, const std::string& claims,
+             std::function<void(SourceResult)> done) override {
+    ++fetches;
+    scheduler_.start_timer(milliseconds(1), [this, done = std::move(done)] {
+      TokenData data;
+      data.access_token = SecretString(fake_jwt(fetches));
+      data.expires_at = scheduler_.now() + 1h;
+      done(std::move(data));
+    });
+  }
+  int fetches = 0;
+
+ private:
+  Scheduler& scheduler_;
+  std::string name_ = "app_service";
+};
+
+TEST_CASE("on real loops, a worker thread's acquire is answered on its own loop", "[token]") {
+  log::Level saved_level = log::level();
+  log::set_level(log::Level::OFF);
+  uv_loop_t control_loop;
+  REQUIRE(uv_loop_init(&control_loop) == 0);
+  auto control = std::make_unique<UvExecutor>(&control_loop);
+  auto scheduler = std::make_unique<UvScheduler>(&control_loop);
+  LoopSource* source = nullptr;
+  auto manager = std::make_unique<TokenManager>(
+      *control, *scheduler,
+      [&](const config::Identity&) -> std::expected<std::unique_ptr<TokenSource>, std::string> {
+        auto s = std::make_unique<LoopSource>(*scheduler);
+        source = s.get();
+        return s;
+      });
+  auto slot = manager->slot(mi_identity(), kScope);
+  int fetches = 0;
+
+  std::thread::id answered_on;
+  std::thread::id worker_id;
+  std::optional<TokenResult> result;
+  std::thread worker([&] {
+    worker_id = std::this_thread::get_id();
+    uv_loop_t loop;
+    REQUIRE(uv_loop_init(&loop) == 0);
+    auto executor = std::make_unique<UvExecutor>(&loop);
+    slot->acquire(*executor, [&](TokenResult r) {
+      answered_on = std::this_thread::get_id();
+      result = std::move(r);
+      executor->close();
+      // Shut the control side down from its own thread.
+      control->post([&] {
+        fetches = source->fetches;
+        manager.reset();
+        scheduler->close();
+        control->close();
+      });
+    });
+    uv_run(&loop, UV_RUN_DEFAULT);
+    executor.reset();
+    CHECK(uv_loop_close(&loop) == 0);
+  });
+  uv_run(&control_loop, UV_RUN_DEFAULT);
+  worker.join();
+  // A retired slot still serves its valid token (while the scheduler, its clock, lives).
+  REQUIRE(result.has_value());
+  REQUIRE(result->has_value());
+  CHECK(slot->current() == result->value());
+  slot.reset();
+  control.reset();
+  scheduler.reset();
+  CHECK(uv_loop_close(&control_loop) == 0);
+
+  CHECK(answered_on == worker_id);
+  REQUIRE(result.has_value());
+  REQUIRE(result->has_value());
+  CHECK(result->value()->source == "app_service");
+  CHECK(value_of(result->value()) == fake_jwt(1));
+  CHECK(fetches == 1);
+  log::set_level(saved_level);
 }
 
 }  // namespace

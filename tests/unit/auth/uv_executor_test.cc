@@ -1,13 +1,12 @@
-#include <catch2/catch.hpp>
+#include "auth/uv_executor.h"
 
 #include <uv.h>
 
 #include <atomic>
+#include <catch2/catch.hpp>
 #include <memory>
 #include <thread>
 #include <vector>
-
-#include "auth/uv_executor.h"
 
 namespace {
 
@@ -76,8 +75,7 @@ TEST_CASE("UvExecutor never runs a task inside post()", "[token]") {
   CHECK(uv_loop_close(&loop) == 0);
 }
 
-TEST_CASE("UvExecutor close() drops unrun tasks and later posts, and frees its handle",
-          "[token]") {
+TEST_CASE("UvExecutor close() drops unrun tasks and later posts, and frees its handle", "[token]") {
   uv_loop_t loop;
   REQUIRE(uv_loop_init(&loop) == 0);
   auto token = std::make_shared<int>(0);
