@@ -301,8 +301,9 @@ struct Fetcher::Exchange final : Transport::Handler {
   }
 
   void on_error(int uv_code, const std::string& what) override {
-    finish(std::unexpected(
-        FetchError{FetchError::Kind::CONNECT, "exchange with " + url.display + ": " + what}));
+    // The transport reports TLS record failures as UV_EPROTO; anything else is the socket.
+    FetchError::Kind kind = uv_code == UV_EPROTO ? FetchError::Kind::TLS : FetchError::Kind::CONNECT;
+    finish(std::unexpected(FetchError{kind, "exchange with " + url.display + ": " + what}));
   }
 
   void on_drain() override {}

@@ -33,6 +33,7 @@ class Transport {
     // response with no Content-Length read until close.
     virtual void on_eof() = 0;
     // The transport failed (reset, TLS error, write error). The handler must close() it.
+    // |uv_code| is the libuv error, or UV_EPROTO for a TLS record or protocol failure.
     virtual void on_error(int uv_code, const std::string& what) = 0;
     // Everything queued by write() has been handed to the kernel. Fires only after a write()
     // returned with write_queue_bytes() > 0, once the queue is empty again; a write() that the

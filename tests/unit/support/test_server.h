@@ -92,6 +92,16 @@ class TestConn {
     return true;
   }
 
+  // Ends the connection without TLS close_notify (just the TCP FIN).
+  void close_without_notify() { skip_notify_ = true; }
+  // Ends the connection with a TCP reset.
+  void reset() {
+    linger lg{1, 0};
+    setsockopt(fd_, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+    skip_notify_ = true;
+  }
+  bool skip_notify() const { return skip_notify_; }
+
   // Reads until the peer closes.
   void drain_until_eof() {
     char buf[4096];
@@ -114,6 +124,7 @@ class TestConn {
   SSL* ssl_;
   std::atomic<size_t>* counter_;
   std::string buffer_;
+  bool skip_notify_ = false;
 };
 
 struct TestServerOptions {
@@ -227,7 +238,9 @@ class TestServer {
       TestConn conn(fd, ssl, &app_bytes_);
       handler_(conn);
       if (ssl != nullptr) {
-        SSL_shutdown(ssl);
+        if (!conn.skip_notify()) {
+          SSL_shutdown(ssl);
+        }
         SSL_free(ssl);
       }
       ::close(fd);
