@@ -431,9 +431,53 @@ void TlsTransport::handshake_failed(ConnectError error) {
   }
 }
 
+// Parked (no handler): let OpenSSL process what arrived (session tickets, key updates) without
+// consuming application data. Returns true when something is now held for the next handler.
+bool TlsTransport::peek_parked() {
+  char c;
+  ERR_clear_error();
+  int r = SSL_peek(ssl_, &c, 1);
+  if (r > 0) {
+    stale_ = true;  // application bytes wait inside SSL for the next handler
+    uv_read_stop(stream());
+    return true;
+  }
+  switch (SSL_get_error(ssl_, r)) {
+    case SSL_ERROR_WANT_READ:
+    case SSL_ERROR_WANT_WRITE:
+      if (peer_eof_) {
+        stale_ = true;
+        return true;
+      }
+      return false;
+    case SSL_ERROR_ZERO_RETURN:
+      stale_ = true;  // SSL_read keeps reporting it, so the next handler sees on_eof
+      notify_held_ = true;
+      uv_read_stop(stream());
+      return true;
+    default:
+      uv_read_stop(stream());
+      fail_now(UV_EPROTO, "TLS read: " + last_ssl_error());
+      return true;
+  }
+}
+
+bool TlsTransport::has_held_events() const {
+  if (StreamTransport::has_held_events()) {
+    return true;
+  }
+  return handshake_done_ &&
+         (in_.pending() > 0 || SSL_pending(ssl_) > 0 ||
+          ((peer_eof_ || notify_held_) && !eof_delivered_));
+}
+
 void TlsTransport::clear_out() {
   char* out = thread_plain_buffer();
   while (reading_ && !closing_ && !failed_) {
+    if (handler_ == nullptr) {
+      peek_parked();
+      return;
+    }
     size_t got = 0;
     int err = SSL_ERROR_NONE;
     while (got < kReadBufferSize) {
@@ -445,10 +489,10 @@ void TlsTransport::clear_out() {
       }
       got += static_cast<size_t>(r);
     }
-    if (got > 0 && handler_ != nullptr) {
+    if (got > 0) {
       handler_->on_read(out, got);
-      if (closing_ || !reading_) {
-        return;  // the rest stays in in_ until read_start()
+      if (closing_ || !reading_ || handler_ == nullptr) {
+        return;  // the rest stays in in_ until read_start() / set_handler()
       }
     }
     switch (err) {
@@ -476,11 +520,13 @@ void TlsTransport::deliver_eof() {
   if (eof_delivered_) {
     return;
   }
-  eof_delivered_ = true;
   uv_read_stop(stream());
-  if (handler_ != nullptr) {
-    handler_->on_eof();
+  if (handler_ == nullptr) {
+    stale_ = true;
+    return;
   }
+  eof_delivered_ = true;
+  handler_->on_eof();
 }
 
 void TlsTransport::enc_out() {
@@ -589,7 +635,7 @@ void TlsTransport::read_start() {
       return;
     }
   }
-  if (in_.pending() > 0 || SSL_pending(ssl_) > 0 || (peer_eof_ && !eof_delivered_)) {
+  if (has_held_events()) {
     defer();  // delivered on a later turn, never inside read_start()
   }
 }
@@ -603,8 +649,16 @@ void TlsTransport::read_stop() {
 }
 
 void TlsTransport::on_deferred() {
-  if (reading_ && handshake_done_) {
-    cycle();
+  if (!reading_ || !handshake_done_ || handler_ == nullptr) {
+    return;
+  }
+  cycle();
+  // Reading paused while events were held; resume it unless the peer is done.
+  if (reading_ && !closing_ && !failed_ && !peer_eof_ && handler_ != nullptr) {
+    int r = raw_read_start();
+    if (r != 0 && r != UV_EALREADY) {
+      fail_now(r, std::string("read start: ") + uv_strerror(r));
+    }
   }
 }
 

@@ -96,14 +96,22 @@ void StreamTransport::defer_cb(uv_timer_t* timer) {
     return;
   }
   if (self->pending_error_ != 0) {
+    if (self->handler_ == nullptr) {
+      return;  // held until set_handler()
+    }
     int code = self->pending_error_;
     self->pending_error_ = 0;
-    if (self->handler_ != nullptr) {
-      self->handler_->on_error(code, self->pending_error_what_);
-    }
+    self->handler_->on_error(code, self->pending_error_what_);
     return;
   }
   self->on_deferred();
+}
+
+void StreamTransport::set_handler(Handler* handler) {
+  handler_ = handler;
+  if (handler != nullptr && !closing_ && has_held_events()) {
+    defer();
+  }
 }
 
 int StreamTransport::raw_read_start() {
@@ -156,10 +164,14 @@ void StreamTransport::fail_now(int uv_code, const std::string& what) {
     return;  // already reported
   }
   failed_ = true;
-  pending_error_ = 0;
-  if (handler_ != nullptr) {
-    handler_->on_error(uv_code, what);
+  if (handler_ == nullptr) {
+    stale_ = true;  // parked: hold the error for the next handler
+    pending_error_ = uv_code;
+    pending_error_what_ = what;
+    return;
   }
+  pending_error_ = 0;
+  handler_->on_error(uv_code, what);
 }
 
 bool StreamTransport::send_now(const char* data, size_t len) {
@@ -299,21 +311,70 @@ void PlainTransport::on_stream_read(ssize_t nread, const uv_buf_t* buf) {
   if (nread > 0) {
     if (handler_ != nullptr) {
       handler_->on_read(buf->base, static_cast<size_t>(nread));
+    } else {
+      // Parked: keep the bytes and pause until someone takes them.
+      stale_ = true;
+      held_.append(buf->base, static_cast<size_t>(nread));
+      uv_read_stop(stream());
     }
     return;
   }
   if (nread == 0) {
     return;
   }
-  reading_ = false;
   uv_read_stop(stream());
   if (nread == UV_EOF) {
     if (handler_ != nullptr) {
+      reading_ = false;
       handler_->on_eof();
+    } else {
+      stale_ = true;
+      held_eof_ = true;
     }
     return;
   }
+  reading_ = false;
   fail_now(static_cast<int>(nread), std::string("read: ") + uv_strerror(static_cast<int>(nread)));
+}
+
+bool PlainTransport::has_held_events() const {
+  return StreamTransport::has_held_events() || !held_.empty() || held_eof_;
+}
+
+void PlainTransport::read_start() {
+  if (closing_ || reading_) {
+    return;
+  }
+  if (!held_.empty() || held_eof_) {
+    reading_ = true;
+    defer();  // held bytes first, on a later turn; the socket resumes after them
+    return;
+  }
+  StreamTransport::read_start();
+}
+
+void PlainTransport::on_deferred() {
+  if (handler_ == nullptr || !reading_) {
+    return;
+  }
+  if (!held_.empty()) {
+    std::string data = std::move(held_);
+    held_.clear();
+    handler_->on_read(data.data(), data.size());
+    if (closing_ || handler_ == nullptr || !reading_) {
+      return;
+    }
+  }
+  if (held_eof_) {
+    held_eof_ = false;
+    reading_ = false;
+    handler_->on_eof();
+    return;
+  }
+  int r = raw_read_start();
+  if (r != 0 && r != UV_EALREADY) {
+    fail_now(r, std::string("read start: ") + uv_strerror(r));
+  }
 }
 
 }  // namespace detail

@@ -43,9 +43,9 @@ class Transport {
 
   virtual ~Transport() = default;
 
-  // nullptr: park (idle in a pool). Events arriving with no handler are dropped, so a pool
-  // that wants to notice an idle connection closing installs a handler that closes on
-  // on_read/on_eof/on_error (or keeps reading stopped and checks on checkout).
+  // nullptr: park (idle in a pool). While parked, the first event (bytes, EOF, error) is held,
+  // not lost: reading pauses there, stale() turns true, and the held events are delivered on a
+  // later loop turn once a handler is set (and, for bytes and EOF, reading is on).
   virtual void set_handler(Handler* handler) = 0;
   virtual void read_start() = 0;
   virtual void read_stop() = 0;
@@ -63,6 +63,10 @@ class Transport {
   // close_notify (best effort, one non-blocking write) when nothing is queued.
   virtual void close() = 0;
   virtual bool is_closing() const = 0;
+
+  // True once bytes, EOF or an error arrived while no handler was set: a pool should discard
+  // such a transport (close it) instead of reusing it.
+  virtual bool stale() const = 0;
 
   // TLS only: whether the handshake resumed a cached session.
   virtual bool session_reused() const { return false; }

@@ -917,3 +917,114 @@ TEST_CASE("read_stop inside on_read holds data until read_start, delivered on a 
   CHECK(reader.reads_while_paused == 0);
   CHECK(reader.reads_inside_read_start == 0);
 }
+
+namespace {
+
+// Exchanges one byte, parks (no handler) and signals the server, which then sends |late| (if
+// any) and closes. Once the transport reports stale(), a new handler is set and must receive
+// the held bytes and EOF on later turns, never inside set_handler().
+struct ParkingClient : Transport::Handler {
+  Transport* t = nullptr;
+  uv_timer_t timer;
+  std::string received;
+  bool parked = false;
+  bool in_set_handler = false;
+  int events_inside_set_handler = 0;
+  int eofs = 0;
+  int errors = 0;
+  bool was_stale = false;
+
+  void start(Transport* transport, uv_loop_t* loop) {
+    t = transport;
+    uv_timer_init(loop, &timer);
+    timer.data = this;
+    t->set_handler(this);
+    t->write("a", 1);
+    t->read_start();
+  }
+  static void on_tick(uv_timer_t* timer) {
+    auto* self = static_cast<ParkingClient*>(timer->data);
+    if (!self->t->stale()) {
+      return;
+    }
+    self->was_stale = true;
+    uv_timer_stop(timer);
+    self->parked = false;
+    self->in_set_handler = true;
+    self->t->set_handler(self);
+    self->in_set_handler = false;
+  }
+  void note_event() {
+    if (in_set_handler) {
+      events_inside_set_handler++;
+    }
+  }
+  void on_read(const char* p, size_t len) override {
+    note_event();
+    received.append(p, len);
+    if (received == "a") {
+      // Park with reading on, as an idle pooled connection would, then ask for more.
+      parked = true;
+      t->set_handler(nullptr);
+      t->write("b", 1);
+      uv_timer_start(&timer, on_tick, 1, 1);
+    }
+  }
+  void on_eof() override {
+    note_event();
+    eofs++;
+    finish();
+  }
+  void on_error(int, const std::string&) override {
+    note_event();
+    errors++;
+    finish();
+  }
+  void on_drain() override {}
+  void finish() {
+    t->close();
+    uv_close(reinterpret_cast<uv_handle_t*>(&timer), nullptr);
+  }
+};
+
+}  // namespace
+
+TEST_CASE("Events that arrive while parked are held and delivered to the next handler",
+          "[transport]") {
+  bool tls = GENERATE(false, true);
+  std::string late = GENERATE(std::string(), std::string("late bytes"));
+  CAPTURE(tls, late);
+  TestServerOptions options = tls ? tls_server(pki().server_cert, pki().server_key)
+                                  : TestServerOptions{};
+  TestServer server(options, [late](TestConn& conn) {
+    char c;
+    if (conn.read(&c, 1) != 1 || !conn.write_all("a") || conn.read(&c, 1) != 1) {
+      return;
+    }
+    if (!late.empty()) {
+      conn.write_all(late);
+    }
+  });
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  ParkingClient client;
+  {
+    Connector connector(&loop);
+    TlsClientOptions opts;
+    opts.server_name = "localhost";
+    opts.ca_file = pki().ca_cert;
+    connector.connect("127.0.0.1", server.port(), tls ? &opts : nullptr, 10s,
+                      [&](std::expected<Transport*, ConnectError> r) {
+                        REQUIRE(r.has_value());
+                        client.start(*r, &loop);
+                      });
+    uv_run(&loop, UV_RUN_DEFAULT);
+  }
+  uv_run(&loop, UV_RUN_DEFAULT);
+  REQUIRE(uv_loop_close(&loop) == 0);
+  CHECK(client.was_stale);
+  CHECK(client.received == "a" + late);
+  CHECK(client.eofs == 1);
+  CHECK(client.errors == 0);
+  CHECK(client.events_inside_set_handler == 0);
+}
