@@ -142,7 +142,8 @@ SSL_CTX* make_client_ctx(const std::string& ca_file, int min_version, const std:
     *error = "cannot create TLS context: " + last_ssl_error();
     return nullptr;
   }
-  SSL_CTX_set_min_proto_version(ctx, min_version);
+  // Nothing older than TLS 1.2, whatever the caller asked for.
+  SSL_CTX_set_min_proto_version(ctx, std::max(min_version, TLS1_2_VERSION));
   SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION);
   if (pin.empty()) {
     ERR_clear_error();

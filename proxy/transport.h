@@ -66,7 +66,7 @@ class Transport {
 
   // True once bytes, EOF or an error arrived while no handler was set: a pool should discard
   // such a transport (close it) instead of reusing it.
-  virtual bool stale() const = 0;
+  virtual bool stale() const { return false; }
 
   // TLS only: whether the handshake resumed a cached session.
   virtual bool session_reused() const { return false; }
@@ -94,7 +94,7 @@ Transport* accept_plain(uv_loop_t* loop, uv_stream_t* server);
 struct TlsClientOptions {
   std::string server_name;  // SNI and host-name (or IP) verification
   std::string ca_file;      // "" = the system store (OpenSSL default verify paths)
-  int min_version = 0x0303; // TLS1_2_VERSION
+  int min_version = 0x0303; // TLS1_2_VERSION; anything lower is raised to it
   // When set (40 hex digits, any case, ':' and spaces ignored), chain and name verification
   // are replaced by an exact SHA-1 match of the server's leaf certificate (Service Fabric).
   std::string pinned_sha1;
