@@ -269,8 +269,7 @@ long TlsTransport::bio_ctrl(BIO* bio, int cmd, long, void*) {
     case BIO_CTRL_FLUSH:
       return 1;
     case BIO_CTRL_PENDING:
-      return t != nullptr && bio == SSL_get_rbio(t->ssl_) ? static_cast<long>(t->in_.pending())
-                                                          : 0;
+      return t != nullptr && bio == SSL_get_rbio(t->ssl_) ? static_cast<long>(t->in_.pending()) : 0;
     case BIO_CTRL_WPENDING:
       return t != nullptr && bio == SSL_get_wbio(t->ssl_) ? static_cast<long>(t->enc_.size()) : 0;
     case BIO_CTRL_EOF:
@@ -302,9 +301,7 @@ bool TlsTransport::session_reused() const {
   return ssl_ != nullptr && SSL_session_reused(ssl_) == 1;
 }
 
-size_t TlsTransport::write_queue_bytes() const {
-  return inflight_.size() + enc_.size();
-}
+size_t TlsTransport::write_queue_bytes() const { return inflight_.size() + enc_.size(); }
 
 void TlsTransport::start_handshake(HandshakeListener* listener) {
   listener_ = listener;
@@ -395,9 +392,9 @@ void TlsTransport::do_handshake() {
   int e = SSL_get_error(ssl_, r);
   if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
     if (peer_eof_) {
-      handshake_failed(ConnectError{
-          ConnectError::Kind::TLS_HANDSHAKE,
-          "TLS handshake with " + verify_name_ + ": connection closed by the server"});
+      handshake_failed(
+          ConnectError{ConnectError::Kind::TLS_HANDSHAKE,
+                       "TLS handshake with " + verify_name_ + ": connection closed by the server"});
     }
     return;
   }
@@ -407,7 +404,8 @@ void TlsTransport::do_handshake() {
   if (!pin_.empty() && pin_mismatch_) {
     error = ConnectError{ConnectError::Kind::TLS_VERIFY,
                          "certificate verify failed: SHA-1 thumbprint does not match the pinned "
-                         "value (" + verify_name_ + ")"};
+                         "value (" +
+                             verify_name_ + ")"};
   } else if (verify != X509_V_OK) {
     error = ConnectError{ConnectError::Kind::TLS_VERIFY,
                          std::string("certificate verify failed: ") +
@@ -467,9 +465,8 @@ bool TlsTransport::has_held_events() const {
   if (StreamTransport::has_held_events()) {
     return true;
   }
-  return handshake_done_ &&
-         (in_.pending() > 0 || SSL_pending(ssl_) > 0 ||
-          ((peer_eof_ || notify_held_) && !eof_delivered_));
+  return handshake_done_ && (in_.pending() > 0 || SSL_pending(ssl_) > 0 ||
+                             ((peer_eof_ || notify_held_) && !eof_delivered_));
 }
 
 void TlsTransport::clear_out() {
@@ -551,9 +548,9 @@ void TlsTransport::enc_out() {
 void TlsTransport::on_write_done(int status) {
   if (status < 0) {
     if (!handshake_done_) {
-      handshake_failed(ConnectError{ConnectError::Kind::TLS_HANDSHAKE,
-                                    "TLS handshake with " + verify_name_ +
-                                        ": write failed: " + uv_strerror(status)});
+      handshake_failed(ConnectError{
+          ConnectError::Kind::TLS_HANDSHAKE,
+          "TLS handshake with " + verify_name_ + ": write failed: " + uv_strerror(status)});
     } else {
       fail_now(status, std::string("write: ") + uv_strerror(status));
     }

@@ -87,12 +87,12 @@ class StreamTransport : public Transport {
   bool handle_init_ = false;
   Handler* handler_ = nullptr;
   bool closing_ = false;
-  bool reading_ = false;   // the handler wants on_read
-  bool writing_ = false;   // a uv_write of inflight_ is in flight
-  bool failed_ = false;    // on_error was (or will be) reported
+  bool reading_ = false;     // the handler wants on_read
+  bool writing_ = false;     // a uv_write of inflight_ is in flight
+  bool failed_ = false;      // on_error was (or will be) reported
   bool drain_owed_ = false;  // write() left bytes queued: on_drain is due when they are sent
   bool stale_ = false;       // an event arrived while parked (no handler)
-  std::string inflight_;   // bytes owned by the in-flight uv_write
+  std::string inflight_;     // bytes owned by the in-flight uv_write
   int pending_error_ = 0;
   std::string pending_error_what_;
   int open_handles_ = 0;

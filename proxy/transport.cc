@@ -114,9 +114,7 @@ void StreamTransport::set_handler(Handler* handler) {
   }
 }
 
-int StreamTransport::raw_read_start() {
-  return uv_read_start(stream(), alloc_cb, read_cb);
-}
+int StreamTransport::raw_read_start() { return uv_read_start(stream(), alloc_cb, read_cb); }
 
 void StreamTransport::read_start() {
   if (closing_ || reading_) {
@@ -379,9 +377,7 @@ void PlainTransport::on_deferred() {
 
 }  // namespace detail
 
-const TransportStats& transport_stats() {
-  return detail::mutable_stats();
-}
+const TransportStats& transport_stats() { return detail::mutable_stats(); }
 
 using detail::PlainTransport;
 using detail::StreamTransport;
@@ -509,8 +505,8 @@ struct Connector::Impl::Attempt final : TlsTransport::HandshakeListener {
     std::string service = std::to_string(port);
     int r = uv_getaddrinfo(owner->loop, &gai, on_resolved, host.c_str(), service.c_str(), &hints);
     if (r != 0) {
-      complete(std::unexpected(ConnectError{ConnectError::Kind::DNS,
-                                            "resolve " + host + ": " + uv_strerror(r)}));
+      complete(std::unexpected(
+          ConnectError{ConnectError::Kind::DNS, "resolve " + host + ": " + uv_strerror(r)}));
       return;
     }
     gai_pending = true;
@@ -526,8 +522,8 @@ struct Connector::Impl::Attempt final : TlsTransport::HandshakeListener {
     }
     if (status < 0) {
       uv_freeaddrinfo(res);
-      a->complete(std::unexpected(ConnectError{
-          ConnectError::Kind::DNS, "resolve " + a->host + ": " + uv_strerror(status)}));
+      a->complete(std::unexpected(ConnectError{ConnectError::Kind::DNS,
+                                               "resolve " + a->host + ": " + uv_strerror(status)}));
       return;
     }
     for (addrinfo* ai = res; ai != nullptr; ai = ai->ai_next) {
@@ -570,8 +566,9 @@ struct Connector::Impl::Attempt final : TlsTransport::HandshakeListener {
       last_error = r;
       t->close();
     }
-    complete(std::unexpected(ConnectError{
-        ConnectError::Kind::CONNECT, "connect to " + host_port() + ": " + uv_strerror(last_error)}));
+    complete(std::unexpected(
+        ConnectError{ConnectError::Kind::CONNECT,
+                     "connect to " + host_port() + ": " + uv_strerror(last_error)}));
   }
 
   std::string host_port() const {
@@ -633,8 +630,8 @@ struct Connector::Impl::Attempt final : TlsTransport::HandshakeListener {
       return;
     }
     a->abort_work();
-    a->result = std::unexpected(ConnectError{ConnectError::Kind::TIMEOUT,
-                                             "connect to " + a->host_port() + ": timed out"});
+    a->result = std::unexpected(
+        ConnectError{ConnectError::Kind::TIMEOUT, "connect to " + a->host_port() + ": timed out"});
     a->state = State::DELIVERING;
     a->deliver();
   }
@@ -766,10 +763,10 @@ uint64_t Connector::connect(const std::string& host, uint16_t port, const TlsCli
       if (pin.empty()) {
         uv_timer_init(impl_->loop, &a->timer);
         a->timer_open = true;
-        a->complete(std::unexpected(ConnectError{
-            ConnectError::Kind::TLS_VERIFY,
-            "certificate verify failed: pinned SHA-1 is not 40 hex digits (" +
-                a->tls.server_name + ")"}));
+        a->complete(std::unexpected(
+            ConnectError{ConnectError::Kind::TLS_VERIFY,
+                         "certificate verify failed: pinned SHA-1 is not 40 hex digits (" +
+                             a->tls.server_name + ")"}));
         return id;
       }
     }

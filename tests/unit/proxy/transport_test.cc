@@ -5,7 +5,6 @@
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
-
 #include <chrono>
 #include <memory>
 #include <optional>
@@ -89,16 +88,15 @@ Outcome echo_once(uv_loop_t* loop, Connector& connector, const std::string& host
   Outcome out;
   EchoClient client;
   client.message = message;
-  connector.connect(host, port, tls, timeout,
-                    [&](std::expected<Transport*, ConnectError> r) {
-                      out.done_calls++;
-                      if (!r) {
-                        out.error = r.error();
-                        return;
-                      }
-                      out.reused = (*r)->session_reused();
-                      client.start(*r);
-                    });
+  connector.connect(host, port, tls, timeout, [&](std::expected<Transport*, ConnectError> r) {
+    out.done_calls++;
+    if (!r) {
+      out.error = r.error();
+      return;
+    }
+    out.reused = (*r)->session_reused();
+    client.start(*r);
+  });
   uv_run(loop, UV_RUN_DEFAULT);
   out.echoed = client.received;
   out.errors = client.errors;
@@ -139,8 +137,7 @@ TEST_CASE("TLS handshake verifies the server by CA and name and carries data bot
   CHECK(server.handshakes_ok() == 1);
 }
 
-TEST_CASE("An IP literal host is verified against the certificate's IP address",
-          "[transport]") {
+TEST_CASE("An IP literal host is verified against the certificate's IP address", "[transport]") {
   TestServer server(tls_server(pki().server_cert, pki().server_key), miproxy::test::echo_handler);
   uv_loop_t loop;
   uv_loop_init(&loop);
@@ -156,8 +153,7 @@ TEST_CASE("An IP literal host is verified against the certificate's IP address",
     Outcome bad = echo_once(&loop, connector, "127.0.0.1", server.port(), &tls);
     REQUIRE(bad.error.has_value());
     CHECK(bad.error->kind == ConnectError::Kind::TLS_VERIFY);
-    CHECK(bad.error->message ==
-          "certificate verify failed: IP address mismatch (127.0.0.2)");
+    CHECK(bad.error->message == "certificate verify failed: IP address mismatch (127.0.0.2)");
   }
   uv_run(&loop, UV_RUN_DEFAULT);
   REQUIRE(uv_loop_close(&loop) == 0);
@@ -545,8 +541,7 @@ TEST_CASE("8 MiB both ways over TLS keeps backpressure and every byte", "[transp
   CHECK(server.app_bytes() == kTransferBytes);
 }
 
-TEST_CASE("8 MiB both ways over plain TCP through accept_plain keeps every byte",
-          "[transport]") {
+TEST_CASE("8 MiB both ways over plain TCP through accept_plain keeps every byte", "[transport]") {
   uv_loop_t loop;
   uv_loop_init(&loop);
   uv_tcp_t listener;
@@ -557,18 +552,18 @@ TEST_CASE("8 MiB both ways over plain TCP through accept_plain keeps every byte"
   EchoPeer peer;
   int accepts = 0;
   listener.data = &peer;
-  REQUIRE(uv_listen(reinterpret_cast<uv_stream_t*>(&listener), 8,
-                    [](uv_stream_t* server, int status) {
-                      REQUIRE(status == 0);
-                      auto* p = static_cast<EchoPeer*>(server->data);
-                      Transport* t = miproxy::proxy::accept_plain(server->loop, server);
-                      REQUIRE(t != nullptr);
-                      p->t = t;
-                      shrink_socket_buffers(t);
-                      t->set_handler(p);
-                      t->read_start();
-                      uv_close(reinterpret_cast<uv_handle_t*>(server), nullptr);
-                    }) == 0);
+  REQUIRE(
+      uv_listen(reinterpret_cast<uv_stream_t*>(&listener), 8, [](uv_stream_t* server, int status) {
+        REQUIRE(status == 0);
+        auto* p = static_cast<EchoPeer*>(server->data);
+        Transport* t = miproxy::proxy::accept_plain(server->loop, server);
+        REQUIRE(t != nullptr);
+        p->t = t;
+        shrink_socket_buffers(t);
+        t->set_handler(p);
+        t->read_start();
+        uv_close(reinterpret_cast<uv_handle_t*>(server), nullptr);
+      }) == 0);
   int namelen = sizeof(addr);
   uv_tcp_getsockname(&listener, reinterpret_cast<sockaddr*>(&addr), &namelen);
   uint16_t port = ntohs(addr.sin_port);
@@ -608,16 +603,16 @@ TEST_CASE("accept_plain works on a Unix socket", "[transport]") {
   REQUIRE(uv_pipe_bind(&listener, path.c_str()) == 0);
   EchoPeer peer;
   listener.data = &peer;
-  REQUIRE(uv_listen(reinterpret_cast<uv_stream_t*>(&listener), 8,
-                    [](uv_stream_t* server, int status) {
-                      auto* p = static_cast<EchoPeer*>(server->data);
-                      Transport* t = miproxy::proxy::accept_plain(server->loop, server);
-                      REQUIRE(t != nullptr);
-                      p->t = t;
-                      t->set_handler(p);
-                      t->read_start();
-                      uv_close(reinterpret_cast<uv_handle_t*>(server), nullptr);
-                    }) == 0);
+  REQUIRE(
+      uv_listen(reinterpret_cast<uv_stream_t*>(&listener), 8, [](uv_stream_t* server, int status) {
+        auto* p = static_cast<EchoPeer*>(server->data);
+        Transport* t = miproxy::proxy::accept_plain(server->loop, server);
+        REQUIRE(t != nullptr);
+        p->t = t;
+        t->set_handler(p);
+        t->read_start();
+        uv_close(reinterpret_cast<uv_handle_t*>(server), nullptr);
+      }) == 0);
 
   // Client: a raw uv pipe that writes, reads the echo and closes.
   struct Client {
@@ -662,8 +657,7 @@ TEST_CASE("accept_plain works on a Unix socket", "[transport]") {
 
 TEST_CASE("A TLS session is resumed only under the same verification settings and name",
           "[transport]") {
-  TestServer self_signed(tls_server(pki().self_cert, pki().self_key),
-                         miproxy::test::echo_handler);
+  TestServer self_signed(tls_server(pki().self_cert, pki().self_key), miproxy::test::echo_handler);
   TestServer ca_signed(tls_server(pki().server_cert, pki().server_key),
                        miproxy::test::echo_handler);
   uv_loop_t loop;
@@ -781,12 +775,11 @@ struct ResetVictim : Transport::Handler {
 
 }  // namespace
 
-TEST_CASE("A write to a reset connection reports on_error on a later loop turn",
-          "[transport]") {
+TEST_CASE("A write to a reset connection reports on_error on a later loop turn", "[transport]") {
   bool tls = GENERATE(false, true);
   CAPTURE(tls);
-  TestServerOptions options = tls ? tls_server(pki().server_cert, pki().server_key)
-                                  : TestServerOptions{};
+  TestServerOptions options =
+      tls ? tls_server(pki().server_cert, pki().server_key) : TestServerOptions{};
   TestServer server(options, [](TestConn& conn) {
     char c;
     conn.read(&c, 1);
@@ -884,8 +877,8 @@ TEST_CASE("read_stop inside on_read holds data until read_start, delivered on a 
   bool tls = GENERATE(false, true);
   CAPTURE(tls);
   const size_t total = 512 * 1024;
-  TestServerOptions options = tls ? tls_server(pki().server_cert, pki().server_key)
-                                  : TestServerOptions{};
+  TestServerOptions options =
+      tls ? tls_server(pki().server_cert, pki().server_key) : TestServerOptions{};
   TestServer server(options, [total](TestConn& conn) {
     char buf[2];
     if (conn.read(buf, 2) != 2) {
@@ -994,8 +987,8 @@ TEST_CASE("Events that arrive while parked are held and delivered to the next ha
   bool tls = GENERATE(false, true);
   std::string late = GENERATE(std::string(), std::string("late bytes"));
   CAPTURE(tls, late);
-  TestServerOptions options = tls ? tls_server(pki().server_cert, pki().server_key)
-                                  : TestServerOptions{};
+  TestServerOptions options =
+      tls ? tls_server(pki().server_cert, pki().server_key) : TestServerOptions{};
   TestServer server(options, [late](TestConn& conn) {
     char c;
     if (conn.read(&c, 1) != 1 || !conn.write_all("a") || conn.read(&c, 1) != 1) {

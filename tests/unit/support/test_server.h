@@ -30,7 +30,8 @@ namespace miproxy::test {
 
 class TestConn {
  public:
-  TestConn(int fd, SSL* ssl, std::atomic<size_t>* counter) : fd_(fd), ssl_(ssl), counter_(counter) {}
+  TestConn(int fd, SSL* ssl, std::atomic<size_t>* counter)
+      : fd_(fd), ssl_(ssl), counter_(counter) {}
 
   // Blocking read of up to |n| bytes; 0 at EOF or on error.
   size_t read(char* buf, size_t n) {
@@ -131,7 +132,7 @@ struct TestServerOptions {
   bool tls = false;
   std::string cert;
   std::string key;
-  int max_version = 0;  // e.g. TLS1_2_VERSION; 0 = OpenSSL's default
+  int max_version = 0;    // e.g. TLS1_2_VERSION; 0 = OpenSSL's default
   int socket_buffer = 0;  // SO_SNDBUF/SO_RCVBUF for accepted sockets; 0 = kernel default
 };
 
