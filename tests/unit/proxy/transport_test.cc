@@ -1021,3 +1021,46 @@ TEST_CASE("Events that arrive while parked are held and delivered to the next ha
   CHECK(client.errors == 0);
   CHECK(client.events_inside_set_handler == 0);
 }
+
+TEST_CASE("A small TLS write of several buffers is one record and one write, with no copy",
+          "[transport]") {
+  TestServer server(tls_server(pki().server_cert, pki().server_key), miproxy::test::echo_handler);
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  miproxy::proxy::TransportStats before;
+  miproxy::proxy::TransportStats after;
+  EchoClient client;
+  client.message = "GET / HTTP/1.1\r\nHost: localhost\r\n\r\nbody";
+  {
+    Connector connector(&loop);
+    TlsClientOptions tls;
+    tls.server_name = "localhost";
+    tls.ca_file = pki().ca_cert;
+    connector.connect("127.0.0.1", server.port(), &tls, 10s,
+                      [&](std::expected<Transport*, ConnectError> r) {
+                        REQUIRE(r.has_value());
+                        client.t = *r;
+                        client.t->set_handler(&client);
+                        // An empty socket buffer takes a small write whole.
+                        before = miproxy::proxy::transport_stats();
+                        const std::string& m = client.message;
+                        uv_buf_t bufs[3] = {
+                            uv_buf_init(const_cast<char*>(m.data()), 16),
+                            uv_buf_init(const_cast<char*>(m.data()) + 16, 19),
+                            uv_buf_init(const_cast<char*>(m.data()) + 35, m.size() - 35),
+                        };
+                        client.t->write(bufs, 3);
+                        after = miproxy::proxy::transport_stats();
+                        CHECK(client.t->write_queue_bytes() == 0);
+                        client.t->read_start();
+                      });
+    uv_run(&loop, UV_RUN_DEFAULT);
+  }
+  uv_run(&loop, UV_RUN_DEFAULT);
+  REQUIRE(uv_loop_close(&loop) == 0);
+  CHECK(client.received == client.message);
+  CHECK(after.tls_writes - before.tls_writes == 1);
+  CHECK(after.try_writes - before.try_writes == 1);
+  CHECK(after.uv_writes - before.uv_writes == 0);
+  CHECK(after.bytes_copied - before.bytes_copied == 0);
+}
