@@ -65,7 +65,8 @@ class Transport {
   virtual bool is_closing() const = 0;
 
   // True once bytes, EOF or an error arrived while no handler was set: a pool should discard
-  // such a transport (close it) instead of reusing it.
+  // such a transport (close it) instead of reusing it. Only observed while reading is on, so
+  // a pool parks idle transports with read_start() in effect.
   virtual bool stale() const { return false; }
 
   // TLS only: whether the handshake resumed a cached session.
@@ -135,7 +136,8 @@ class Connector {
                    std::chrono::milliseconds timeout, Done done);
   void cancel(uint64_t id);
 
-  // Counters for tests and metrics.
+  // Counters for tests and metrics: successful TLS handshakes (full and resumed), and how
+  // many of those resumed a cached session.
   uint64_t handshakes() const { return handshakes_; }
   uint64_t resumed_handshakes() const { return resumed_; }
 
