@@ -18,8 +18,8 @@ struct ParsedUrl {
   std::string host;         // without brackets
   std::string host_header;  // as sent in Host: (brackets kept, port when not the default)
   uint16_t port = 0;
-  std::string target;       // path and query
-  std::string display;      // scheme://authority/path, no query (for messages)
+  std::string target;   // path and query
+  std::string display;  // scheme://authority/path, no query (for messages)
 };
 
 bool iequals(std::string_view a, std::string_view b) {
@@ -80,7 +80,8 @@ std::optional<ParsedUrl> parse_url(std::string_view url) {
     return std::nullopt;
   }
   for (char c : host) {
-    if (std::isspace(static_cast<unsigned char>(c)) || std::iscntrl(static_cast<unsigned char>(c))) {
+    if (std::isspace(static_cast<unsigned char>(c)) ||
+        std::iscntrl(static_cast<unsigned char>(c))) {
       return std::nullopt;
     }
   }
@@ -119,9 +120,7 @@ std::optional<ParsedUrl> parse_url(std::string_view url) {
   return out;
 }
 
-bool has_crlf(std::string_view s) {
-  return s.find_first_of("\r\n") != std::string_view::npos;
-}
+bool has_crlf(std::string_view s) { return s.find_first_of("\r\n") != std::string_view::npos; }
 
 }  // namespace
 
@@ -152,8 +151,7 @@ struct Fetcher::Exchange final : Transport::Handler {
   static const llhttp_settings_t kSettings;
 
   Exchange(Fetcher* o, auth::FetchRequest r, std::function<void(auth::FetchResult)> d)
-      : owner(o), loop(o->loop_), connector(&o->connector_), req(std::move(r)),
-        done(std::move(d)) {
+      : owner(o), loop(o->loop_), connector(&o->connector_), req(std::move(r)), done(std::move(d)) {
     uv_timer_init(loop, &timer);
     timer.data = this;
     llhttp_init(&parser, HTTP_RESPONSE, &kSettings);
@@ -168,8 +166,7 @@ struct Fetcher::Exchange final : Transport::Handler {
     }
     url = std::move(*parsed);
     for (const auto& [name, val] : req.headers) {
-      if (has_crlf(name) || has_crlf(val) || name.empty() ||
-          name.find(':') != std::string::npos) {
+      if (has_crlf(name) || has_crlf(val) || name.empty() || name.find(':') != std::string::npos) {
         fail_later(FetchError::Kind::PROTOCOL, "invalid request header for " + url.display);
         return;
       }
@@ -188,10 +185,9 @@ struct Fetcher::Exchange final : Transport::Handler {
       tls.pinned_sha1 = req.pinned_sha1;
     }
     connecting = true;
-    connect_id = connector->connect(url.host, url.port, url.https ? &tls : nullptr, req.timeout,
-                                    [this](std::expected<Transport*, ConnectError> r) {
-                                      on_connected(std::move(r));
-                                    });
+    connect_id = connector->connect(
+        url.host, url.port, url.https ? &tls : nullptr, req.timeout,
+        [this](std::expected<Transport*, ConnectError> r) { on_connected(std::move(r)); });
   }
 
   void fail_later(FetchError::Kind kind, std::string message) {
@@ -207,11 +203,9 @@ struct Fetcher::Exchange final : Transport::Handler {
       self->finish(std::move(r));
       return;
     }
-    self->finish(std::unexpected(
-        FetchError{FetchError::Kind::TIMEOUT, "request to " + self->url.display +
-                                                  " timed out after " +
-                                                  std::to_string(self->req.timeout.count()) +
-                                                  " ms"}));
+    self->finish(std::unexpected(FetchError{
+        FetchError::Kind::TIMEOUT, "request to " + self->url.display + " timed out after " +
+                                       std::to_string(self->req.timeout.count()) + " ms"}));
   }
 
   void on_connected(std::expected<Transport*, ConnectError> r) {
@@ -219,11 +213,19 @@ struct Fetcher::Exchange final : Transport::Handler {
     if (!r) {
       FetchError::Kind kind = FetchError::Kind::CONNECT;
       switch (r.error().kind) {
-        case ConnectError::Kind::DNS: kind = FetchError::Kind::DNS; break;
-        case ConnectError::Kind::CONNECT: kind = FetchError::Kind::CONNECT; break;
+        case ConnectError::Kind::DNS:
+          kind = FetchError::Kind::DNS;
+          break;
+        case ConnectError::Kind::CONNECT:
+          kind = FetchError::Kind::CONNECT;
+          break;
         case ConnectError::Kind::TLS_VERIFY:
-        case ConnectError::Kind::TLS_HANDSHAKE: kind = FetchError::Kind::TLS; break;
-        case ConnectError::Kind::TIMEOUT: kind = FetchError::Kind::TIMEOUT; break;
+        case ConnectError::Kind::TLS_HANDSHAKE:
+          kind = FetchError::Kind::TLS;
+          break;
+        case ConnectError::Kind::TIMEOUT:
+          kind = FetchError::Kind::TIMEOUT;
+          break;
       }
       finish(std::unexpected(FetchError{kind, r.error().message}));
       return;
@@ -240,8 +242,8 @@ struct Fetcher::Exchange final : Transport::Handler {
     head.append(req.method).append(" ").append(url.target).append(" HTTP/1.1\r\n");
     head.append("Host: ").append(url.host_header).append("\r\n");
     for (const auto& [name, val] : req.headers) {
-      if (iequals(name, "host") || iequals(name, "content-length") ||
-          iequals(name, "connection") || iequals(name, "transfer-encoding")) {
+      if (iequals(name, "host") || iequals(name, "content-length") || iequals(name, "connection") ||
+          iequals(name, "transfer-encoding")) {
         continue;
       }
       head.append(name).append(": ").append(val).append("\r\n");
@@ -279,11 +281,10 @@ struct Fetcher::Exchange final : Transport::Handler {
       return;
     }
     finish(std::unexpected(FetchError{
-        FetchError::Kind::PROTOCOL, "malformed response from " + url.display + ": " +
-                                        llhttp_errno_name(err) + " " +
-                                        (llhttp_get_error_reason(&parser) != nullptr
-                                             ? llhttp_get_error_reason(&parser)
-                                             : "")}));
+        FetchError::Kind::PROTOCOL,
+        "malformed response from " + url.display + ": " + llhttp_errno_name(err) + " " +
+            (llhttp_get_error_reason(&parser) != nullptr ? llhttp_get_error_reason(&parser)
+                                                         : "")}));
   }
 
   void on_eof() override {
@@ -295,14 +296,16 @@ struct Fetcher::Exchange final : Transport::Handler {
       finish(std::move(response));
       return;
     }
-    finish(std::unexpected(FetchError{
-        FetchError::Kind::PROTOCOL,
-        "connection to " + url.display + " closed before the response was complete"}));
+    finish(std::unexpected(
+        FetchError{FetchError::Kind::PROTOCOL,
+                   "connection to " + url.display + " closed before the response was complete"}));
   }
 
   void on_error(int uv_code, const std::string& what) override {
-    finish(std::unexpected(
-        FetchError{FetchError::Kind::CONNECT, "exchange with " + url.display + ": " + what}));
+    // The transport reports TLS record failures as UV_EPROTO; anything else is the socket.
+    FetchError::Kind kind =
+        uv_code == UV_EPROTO ? FetchError::Kind::TLS : FetchError::Kind::CONNECT;
+    finish(std::unexpected(FetchError{kind, "exchange with " + url.display + ": " + what}));
   }
 
   void on_drain() override {}
@@ -409,11 +412,9 @@ struct Fetcher::Exchange final : Transport::Handler {
       transport = nullptr;
     }
     uv_timer_stop(&timer);
-    uv_close(reinterpret_cast<uv_handle_t*>(&timer), [](uv_handle_t* h) {
-      delete static_cast<Exchange*>(h->data);
-    });
+    uv_close(reinterpret_cast<uv_handle_t*>(&timer),
+             [](uv_handle_t* h) { delete static_cast<Exchange*>(h->data); });
   }
-
 };
 
 const llhttp_settings_t Fetcher::Exchange::kSettings = [] {

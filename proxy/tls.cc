@@ -142,7 +142,8 @@ SSL_CTX* make_client_ctx(const std::string& ca_file, int min_version, const std:
     *error = "cannot create TLS context: " + last_ssl_error();
     return nullptr;
   }
-  SSL_CTX_set_min_proto_version(ctx, min_version);
+  // Nothing older than TLS 1.2, whatever the caller asked for.
+  SSL_CTX_set_min_proto_version(ctx, std::max(min_version, TLS1_2_VERSION));
   SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION);
   if (pin.empty()) {
     ERR_clear_error();
@@ -268,8 +269,7 @@ long TlsTransport::bio_ctrl(BIO* bio, int cmd, long, void*) {
     case BIO_CTRL_FLUSH:
       return 1;
     case BIO_CTRL_PENDING:
-      return t != nullptr && bio == SSL_get_rbio(t->ssl_) ? static_cast<long>(t->in_.pending())
-                                                          : 0;
+      return t != nullptr && bio == SSL_get_rbio(t->ssl_) ? static_cast<long>(t->in_.pending()) : 0;
     case BIO_CTRL_WPENDING:
       return t != nullptr && bio == SSL_get_wbio(t->ssl_) ? static_cast<long>(t->enc_.size()) : 0;
     case BIO_CTRL_EOF:
@@ -301,9 +301,7 @@ bool TlsTransport::session_reused() const {
   return ssl_ != nullptr && SSL_session_reused(ssl_) == 1;
 }
 
-size_t TlsTransport::write_queue_bytes() const {
-  return inflight_.size() + enc_.size();
-}
+size_t TlsTransport::write_queue_bytes() const { return inflight_.size() + enc_.size(); }
 
 void TlsTransport::start_handshake(HandshakeListener* listener) {
   listener_ = listener;
@@ -394,9 +392,9 @@ void TlsTransport::do_handshake() {
   int e = SSL_get_error(ssl_, r);
   if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
     if (peer_eof_) {
-      handshake_failed(ConnectError{
-          ConnectError::Kind::TLS_HANDSHAKE,
-          "TLS handshake with " + verify_name_ + ": connection closed by the server"});
+      handshake_failed(
+          ConnectError{ConnectError::Kind::TLS_HANDSHAKE,
+                       "TLS handshake with " + verify_name_ + ": connection closed by the server"});
     }
     return;
   }
@@ -406,7 +404,8 @@ void TlsTransport::do_handshake() {
   if (!pin_.empty() && pin_mismatch_) {
     error = ConnectError{ConnectError::Kind::TLS_VERIFY,
                          "certificate verify failed: SHA-1 thumbprint does not match the pinned "
-                         "value (" + verify_name_ + ")"};
+                         "value (" +
+                             verify_name_ + ")"};
   } else if (verify != X509_V_OK) {
     error = ConnectError{ConnectError::Kind::TLS_VERIFY,
                          std::string("certificate verify failed: ") +
@@ -431,9 +430,52 @@ void TlsTransport::handshake_failed(ConnectError error) {
   }
 }
 
+// Parked (no handler): let OpenSSL process what arrived (session tickets, key updates) without
+// consuming application data. Returns true when something is now held for the next handler.
+bool TlsTransport::peek_parked() {
+  char c;
+  ERR_clear_error();
+  int r = SSL_peek(ssl_, &c, 1);
+  if (r > 0) {
+    stale_ = true;  // application bytes wait inside SSL for the next handler
+    uv_read_stop(stream());
+    return true;
+  }
+  switch (SSL_get_error(ssl_, r)) {
+    case SSL_ERROR_WANT_READ:
+    case SSL_ERROR_WANT_WRITE:
+      if (peer_eof_) {
+        stale_ = true;
+        return true;
+      }
+      return false;
+    case SSL_ERROR_ZERO_RETURN:
+      stale_ = true;  // SSL_read keeps reporting it, so the next handler sees on_eof
+      notify_held_ = true;
+      uv_read_stop(stream());
+      return true;
+    default:
+      uv_read_stop(stream());
+      fail_now(UV_EPROTO, "TLS read: " + last_ssl_error());
+      return true;
+  }
+}
+
+bool TlsTransport::has_held_events() const {
+  if (StreamTransport::has_held_events()) {
+    return true;
+  }
+  return handshake_done_ && (in_.pending() > 0 || SSL_pending(ssl_) > 0 ||
+                             ((peer_eof_ || notify_held_) && !eof_delivered_));
+}
+
 void TlsTransport::clear_out() {
   char* out = thread_plain_buffer();
   while (reading_ && !closing_ && !failed_) {
+    if (handler_ == nullptr) {
+      peek_parked();
+      return;
+    }
     size_t got = 0;
     int err = SSL_ERROR_NONE;
     while (got < kReadBufferSize) {
@@ -445,10 +487,10 @@ void TlsTransport::clear_out() {
       }
       got += static_cast<size_t>(r);
     }
-    if (got > 0 && handler_ != nullptr) {
+    if (got > 0) {
       handler_->on_read(out, got);
-      if (closing_ || !reading_) {
-        return;  // the rest stays in in_ until read_start()
+      if (closing_ || !reading_ || handler_ == nullptr) {
+        return;  // the rest stays in in_ until read_start() / set_handler()
       }
     }
     switch (err) {
@@ -476,11 +518,13 @@ void TlsTransport::deliver_eof() {
   if (eof_delivered_) {
     return;
   }
-  eof_delivered_ = true;
   uv_read_stop(stream());
-  if (handler_ != nullptr) {
-    handler_->on_eof();
+  if (handler_ == nullptr) {
+    stale_ = true;
+    return;
   }
+  eof_delivered_ = true;
+  handler_->on_eof();
 }
 
 void TlsTransport::enc_out() {
@@ -504,9 +548,9 @@ void TlsTransport::enc_out() {
 void TlsTransport::on_write_done(int status) {
   if (status < 0) {
     if (!handshake_done_) {
-      handshake_failed(ConnectError{ConnectError::Kind::TLS_HANDSHAKE,
-                                    "TLS handshake with " + verify_name_ +
-                                        ": write failed: " + uv_strerror(status)});
+      handshake_failed(ConnectError{
+          ConnectError::Kind::TLS_HANDSHAKE,
+          "TLS handshake with " + verify_name_ + ": write failed: " + uv_strerror(status)});
     } else {
       fail_now(status, std::string("write: ") + uv_strerror(status));
     }
@@ -589,7 +633,7 @@ void TlsTransport::read_start() {
       return;
     }
   }
-  if (in_.pending() > 0 || SSL_pending(ssl_) > 0 || (peer_eof_ && !eof_delivered_)) {
+  if (has_held_events()) {
     defer();  // delivered on a later turn, never inside read_start()
   }
 }
@@ -603,8 +647,16 @@ void TlsTransport::read_stop() {
 }
 
 void TlsTransport::on_deferred() {
-  if (reading_ && handshake_done_) {
-    cycle();
+  if (!reading_ || !handshake_done_ || handler_ == nullptr) {
+    return;
+  }
+  cycle();
+  // Reading paused while events were held; resume it unless the peer is done.
+  if (reading_ && !closing_ && !failed_ && !peer_eof_ && handler_ != nullptr) {
+    int r = raw_read_start();
+    if (r != 0 && r != UV_EALREADY) {
+      fail_now(r, std::string("read start: ") + uv_strerror(r));
+    }
   }
 }
 

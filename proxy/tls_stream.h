@@ -43,7 +43,8 @@ class StreamTransport : public Transport {
   uv_stream_t* stream() { return reinterpret_cast<uv_stream_t*>(&h_); }
   uv_tcp_t* tcp() { return &h_.tcp; }
 
-  void set_handler(Handler* handler) override { handler_ = handler; }
+  void set_handler(Handler* handler) override;
+  bool stale() const override { return stale_; }
   void read_start() override;
   void read_stop() override;
   void close() override;
@@ -57,6 +58,8 @@ class StreamTransport : public Transport {
   virtual void on_write_done(int status) = 0;
   // Runs on a later loop turn after defer(), unless the transport closed meanwhile.
   virtual void on_deferred() {}
+  // Whether events are held for delivery (set_handler() then schedules them).
+  virtual bool has_held_events() const { return pending_error_ != 0; }
 
   // Starts the libuv read loop without touching reading_ (TLS reads during the handshake).
   int raw_read_start();
@@ -84,11 +87,12 @@ class StreamTransport : public Transport {
   bool handle_init_ = false;
   Handler* handler_ = nullptr;
   bool closing_ = false;
-  bool reading_ = false;   // the handler wants on_read
-  bool writing_ = false;   // a uv_write of inflight_ is in flight
-  bool failed_ = false;    // on_error was (or will be) reported
+  bool reading_ = false;     // the handler wants on_read
+  bool writing_ = false;     // a uv_write of inflight_ is in flight
+  bool failed_ = false;      // on_error was (or will be) reported
   bool drain_owed_ = false;  // write() left bytes queued: on_drain is due when they are sent
-  std::string inflight_;   // bytes owned by the in-flight uv_write
+  bool stale_ = false;       // an event arrived while parked (no handler)
+  std::string inflight_;     // bytes owned by the in-flight uv_write
   int pending_error_ = 0;
   std::string pending_error_what_;
   int open_handles_ = 0;
@@ -104,15 +108,20 @@ class StreamTransport : public Transport {
 class PlainTransport final : public StreamTransport {
  public:
   explicit PlainTransport(uv_loop_t* loop) : StreamTransport(loop) {}
+  void read_start() override;
   void write(const uv_buf_t* bufs, size_t count) override;
   size_t write_queue_bytes() const override { return inflight_.size() + pending_.size(); }
 
  protected:
   void on_stream_read(ssize_t nread, const uv_buf_t* buf) override;
   void on_write_done(int status) override;
+  void on_deferred() override;
+  bool has_held_events() const override;
 
  private:
   std::string pending_;  // queued while a uv_write is in flight; sent by the next one
+  std::string held_;     // bytes that arrived while parked
+  bool held_eof_ = false;
 };
 
 // Client sessions remembered per peer, so a reconnect resumes instead of a full handshake.
@@ -177,9 +186,11 @@ class TlsTransport final : public StreamTransport {
   void on_stream_read(ssize_t nread, const uv_buf_t* buf) override;
   void on_write_done(int status) override;
   void on_deferred() override;
+  bool has_held_events() const override;
 
  private:
   void cycle();
+  bool peek_parked();
   void do_handshake();
   void handshake_failed(ConnectError error);
   void clear_out();
@@ -208,6 +219,7 @@ class TlsTransport final : public StreamTransport {
   bool handshake_done_ = false;
   bool peer_eof_ = false;
   bool eof_delivered_ = false;
+  bool notify_held_ = false;  // close_notify arrived while parked
   int cycle_depth_ = 0;
 };
 

@@ -96,19 +96,25 @@ void StreamTransport::defer_cb(uv_timer_t* timer) {
     return;
   }
   if (self->pending_error_ != 0) {
+    if (self->handler_ == nullptr) {
+      return;  // held until set_handler()
+    }
     int code = self->pending_error_;
     self->pending_error_ = 0;
-    if (self->handler_ != nullptr) {
-      self->handler_->on_error(code, self->pending_error_what_);
-    }
+    self->handler_->on_error(code, self->pending_error_what_);
     return;
   }
   self->on_deferred();
 }
 
-int StreamTransport::raw_read_start() {
-  return uv_read_start(stream(), alloc_cb, read_cb);
+void StreamTransport::set_handler(Handler* handler) {
+  handler_ = handler;
+  if (handler != nullptr && !closing_ && has_held_events()) {
+    defer();
+  }
 }
+
+int StreamTransport::raw_read_start() { return uv_read_start(stream(), alloc_cb, read_cb); }
 
 void StreamTransport::read_start() {
   if (closing_ || reading_) {
@@ -156,10 +162,14 @@ void StreamTransport::fail_now(int uv_code, const std::string& what) {
     return;  // already reported
   }
   failed_ = true;
-  pending_error_ = 0;
-  if (handler_ != nullptr) {
-    handler_->on_error(uv_code, what);
+  if (handler_ == nullptr) {
+    stale_ = true;  // parked: hold the error for the next handler
+    pending_error_ = uv_code;
+    pending_error_what_ = what;
+    return;
   }
+  pending_error_ = 0;
+  handler_->on_error(uv_code, what);
 }
 
 bool StreamTransport::send_now(const char* data, size_t len) {
@@ -299,28 +309,75 @@ void PlainTransport::on_stream_read(ssize_t nread, const uv_buf_t* buf) {
   if (nread > 0) {
     if (handler_ != nullptr) {
       handler_->on_read(buf->base, static_cast<size_t>(nread));
+    } else {
+      // Parked: keep the bytes and pause until someone takes them.
+      stale_ = true;
+      held_.append(buf->base, static_cast<size_t>(nread));
+      uv_read_stop(stream());
     }
     return;
   }
   if (nread == 0) {
     return;
   }
-  reading_ = false;
   uv_read_stop(stream());
   if (nread == UV_EOF) {
     if (handler_ != nullptr) {
+      reading_ = false;
       handler_->on_eof();
+    } else {
+      stale_ = true;
+      held_eof_ = true;
     }
     return;
   }
+  reading_ = false;
   fail_now(static_cast<int>(nread), std::string("read: ") + uv_strerror(static_cast<int>(nread)));
+}
+
+bool PlainTransport::has_held_events() const {
+  return StreamTransport::has_held_events() || !held_.empty() || held_eof_;
+}
+
+void PlainTransport::read_start() {
+  if (closing_ || reading_) {
+    return;
+  }
+  if (!held_.empty() || held_eof_) {
+    reading_ = true;
+    defer();  // held bytes first, on a later turn; the socket resumes after them
+    return;
+  }
+  StreamTransport::read_start();
+}
+
+void PlainTransport::on_deferred() {
+  if (handler_ == nullptr || !reading_) {
+    return;
+  }
+  if (!held_.empty()) {
+    std::string data = std::move(held_);
+    held_.clear();
+    handler_->on_read(data.data(), data.size());
+    if (closing_ || handler_ == nullptr || !reading_) {
+      return;
+    }
+  }
+  if (held_eof_) {
+    held_eof_ = false;
+    reading_ = false;
+    handler_->on_eof();
+    return;
+  }
+  int r = raw_read_start();
+  if (r != 0 && r != UV_EALREADY) {
+    fail_now(r, std::string("read start: ") + uv_strerror(r));
+  }
 }
 
 }  // namespace detail
 
-const TransportStats& transport_stats() {
-  return detail::mutable_stats();
-}
+const TransportStats& transport_stats() { return detail::mutable_stats(); }
 
 using detail::PlainTransport;
 using detail::StreamTransport;
@@ -448,8 +505,8 @@ struct Connector::Impl::Attempt final : TlsTransport::HandshakeListener {
     std::string service = std::to_string(port);
     int r = uv_getaddrinfo(owner->loop, &gai, on_resolved, host.c_str(), service.c_str(), &hints);
     if (r != 0) {
-      complete(std::unexpected(ConnectError{ConnectError::Kind::DNS,
-                                            "resolve " + host + ": " + uv_strerror(r)}));
+      complete(std::unexpected(
+          ConnectError{ConnectError::Kind::DNS, "resolve " + host + ": " + uv_strerror(r)}));
       return;
     }
     gai_pending = true;
@@ -465,8 +522,8 @@ struct Connector::Impl::Attempt final : TlsTransport::HandshakeListener {
     }
     if (status < 0) {
       uv_freeaddrinfo(res);
-      a->complete(std::unexpected(ConnectError{
-          ConnectError::Kind::DNS, "resolve " + a->host + ": " + uv_strerror(status)}));
+      a->complete(std::unexpected(ConnectError{ConnectError::Kind::DNS,
+                                               "resolve " + a->host + ": " + uv_strerror(status)}));
       return;
     }
     for (addrinfo* ai = res; ai != nullptr; ai = ai->ai_next) {
@@ -509,8 +566,9 @@ struct Connector::Impl::Attempt final : TlsTransport::HandshakeListener {
       last_error = r;
       t->close();
     }
-    complete(std::unexpected(ConnectError{
-        ConnectError::Kind::CONNECT, "connect to " + host_port() + ": " + uv_strerror(last_error)}));
+    complete(std::unexpected(
+        ConnectError{ConnectError::Kind::CONNECT,
+                     "connect to " + host_port() + ": " + uv_strerror(last_error)}));
   }
 
   std::string host_port() const {
@@ -572,8 +630,8 @@ struct Connector::Impl::Attempt final : TlsTransport::HandshakeListener {
       return;
     }
     a->abort_work();
-    a->result = std::unexpected(ConnectError{ConnectError::Kind::TIMEOUT,
-                                             "connect to " + a->host_port() + ": timed out"});
+    a->result = std::unexpected(
+        ConnectError{ConnectError::Kind::TIMEOUT, "connect to " + a->host_port() + ": timed out"});
     a->state = State::DELIVERING;
     a->deliver();
   }
@@ -705,10 +763,10 @@ uint64_t Connector::connect(const std::string& host, uint16_t port, const TlsCli
       if (pin.empty()) {
         uv_timer_init(impl_->loop, &a->timer);
         a->timer_open = true;
-        a->complete(std::unexpected(ConnectError{
-            ConnectError::Kind::TLS_VERIFY,
-            "certificate verify failed: pinned SHA-1 is not 40 hex digits (" +
-                a->tls.server_name + ")"}));
+        a->complete(std::unexpected(
+            ConnectError{ConnectError::Kind::TLS_VERIFY,
+                         "certificate verify failed: pinned SHA-1 is not 40 hex digits (" +
+                             a->tls.server_name + ")"}));
         return id;
       }
     }

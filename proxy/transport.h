@@ -33,6 +33,7 @@ class Transport {
     // response with no Content-Length read until close.
     virtual void on_eof() = 0;
     // The transport failed (reset, TLS error, write error). The handler must close() it.
+    // |uv_code| is the libuv error, or UV_EPROTO for a TLS record or protocol failure.
     virtual void on_error(int uv_code, const std::string& what) = 0;
     // Everything queued by write() has been handed to the kernel. Fires only after a write()
     // returned with write_queue_bytes() > 0, once the queue is empty again; a write() that the
@@ -42,9 +43,9 @@ class Transport {
 
   virtual ~Transport() = default;
 
-  // nullptr: park (idle in a pool). Events arriving with no handler are dropped, so a pool
-  // that wants to notice an idle connection closing installs a handler that closes on
-  // on_read/on_eof/on_error (or keeps reading stopped and checks on checkout).
+  // nullptr: park (idle in a pool). While parked, the first event (bytes, EOF, error) is held,
+  // not lost: reading pauses there, stale() turns true, and the held events are delivered on a
+  // later loop turn once a handler is set (and, for bytes and EOF, reading is on).
   virtual void set_handler(Handler* handler) = 0;
   virtual void read_start() = 0;
   virtual void read_stop() = 0;
@@ -62,6 +63,11 @@ class Transport {
   // close_notify (best effort, one non-blocking write) when nothing is queued.
   virtual void close() = 0;
   virtual bool is_closing() const = 0;
+
+  // True once bytes, EOF or an error arrived while no handler was set: a pool should discard
+  // such a transport (close it) instead of reusing it. Only observed while reading is on, so
+  // a pool parks idle transports with read_start() in effect.
+  virtual bool stale() const { return false; }
 
   // TLS only: whether the handshake resumed a cached session.
   virtual bool session_reused() const { return false; }
@@ -89,7 +95,7 @@ Transport* accept_plain(uv_loop_t* loop, uv_stream_t* server);
 struct TlsClientOptions {
   std::string server_name;  // SNI and host-name (or IP) verification
   std::string ca_file;      // "" = the system store (OpenSSL default verify paths)
-  int min_version = 0x0303; // TLS1_2_VERSION
+  int min_version = 0x0303; // TLS1_2_VERSION; anything lower is raised to it
   // When set (40 hex digits, any case, ':' and spaces ignored), chain and name verification
   // are replaced by an exact SHA-1 match of the server's leaf certificate (Service Fabric).
   std::string pinned_sha1;
@@ -130,7 +136,8 @@ class Connector {
                    std::chrono::milliseconds timeout, Done done);
   void cancel(uint64_t id);
 
-  // Counters for tests and metrics.
+  // Counters for tests and metrics: successful TLS handshakes (full and resumed), and how
+  // many of those resumed a cached session.
   uint64_t handshakes() const { return handshakes_; }
   uint64_t resumed_handshakes() const { return resumed_; }
 

@@ -4,7 +4,6 @@
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
-
 #include <chrono>
 #include <cstdlib>
 #include <mutex>
@@ -129,14 +128,15 @@ TEST_CASE("Fetcher GET over http sends the exact request and reads a Content-Len
   CHECK(seen.head ==
         "GET /metadata/identity/oauth2/token?api-version=2018-02-01&resource=https%3A%2F%2Fx "
         "HTTP/1.1\r\n"
-        "Host: 127.0.0.1:" + std::to_string(server.port()) + "\r\n"
-        "Metadata: true\r\n"
-        "Connection: close\r\n"
-        "\r\n");
+        "Host: 127.0.0.1:" +
+            std::to_string(server.port()) +
+            "\r\n"
+            "Metadata: true\r\n"
+            "Connection: close\r\n"
+            "\r\n");
 }
 
-TEST_CASE("Fetcher POST sends the body with Content-Length, including an empty body",
-          "[fetcher]") {
+TEST_CASE("Fetcher POST sends the body with Content-Length, including an empty body", "[fetcher]") {
   Seen seen;
   TestServer server(TestServerOptions{}, respond_with(&seen, kJsonResponse));
   FetchRequest req;
@@ -151,11 +151,13 @@ TEST_CASE("Fetcher POST sends the body with Content-Length, including an empty b
     std::lock_guard<std::mutex> lock(seen.mu);
     CHECK(seen.head ==
           "POST /tenant/oauth2/v2.0/token HTTP/1.1\r\n"
-          "Host: 127.0.0.1:" + std::to_string(server.port()) + "\r\n"
-          "Content-Type: application/x-www-form-urlencoded\r\n"
-          "Content-Length: 37\r\n"
-          "Connection: close\r\n"
-          "\r\n");
+          "Host: 127.0.0.1:" +
+              std::to_string(server.port()) +
+              "\r\n"
+              "Content-Type: application/x-www-form-urlencoded\r\n"
+              "Content-Length: 37\r\n"
+              "Connection: close\r\n"
+              "\r\n");
     CHECK(seen.body == "grant_type=client_credentials&scope=x");
   }
 
@@ -182,8 +184,8 @@ TEST_CASE("Fetcher GET and POST over https verify the server with the given CA",
   CHECK(r->body == "{\"access_token\":\"redacted\"}");
   {
     std::lock_guard<std::mutex> lock(seen.mu);
-    CHECK(seen.head.starts_with("GET /token?x=1 HTTP/1.1\r\nHost: localhost:" +
-                                std::to_string(server.port()) + "\r\n"));
+    CHECK(seen.head.starts_with(
+        "GET /token?x=1 HTTP/1.1\r\nHost: localhost:" + std::to_string(server.port()) + "\r\n"));
   }
 
   req.method = "POST";
@@ -221,15 +223,14 @@ TEST_CASE("Fetcher over https with an untrusted certificate fails with TLS", "[f
 
 TEST_CASE("Fetcher reads a chunked response", "[fetcher]") {
   Seen seen;
-  TestServer server(TestServerOptions{},
-                    respond_with(&seen,
-                                 "HTTP/1.1 200 OK\r\n"
-                                 "Transfer-Encoding: chunked\r\n"
-                                 "\r\n"
-                                 "5\r\nhello\r\n"
-                                 "7;ext=1\r\n, world\r\n"
-                                 "0\r\n"
-                                 "\r\n"));
+  TestServer server(TestServerOptions{}, respond_with(&seen,
+                                                      "HTTP/1.1 200 OK\r\n"
+                                                      "Transfer-Encoding: chunked\r\n"
+                                                      "\r\n"
+                                                      "5\r\nhello\r\n"
+                                                      "7;ext=1\r\n, world\r\n"
+                                                      "0\r\n"
+                                                      "\r\n"));
   FetchRequest req;
   req.url = base_url("http", server.port()) + "/";
   FetchResult r = run_fetch(req);
@@ -269,9 +270,9 @@ TEST_CASE("Fetcher reads a close-delimited body over TLS", "[fetcher]") {
 
 TEST_CASE("Fetcher skips an interim 100 response", "[fetcher]") {
   Seen seen;
-  TestServer server(TestServerOptions{},
-                    respond_with(&seen, std::string("HTTP/1.1 100 Continue\r\n\r\n") +
-                                            kJsonResponse));
+  TestServer server(
+      TestServerOptions{},
+      respond_with(&seen, std::string("HTTP/1.1 100 Continue\r\n\r\n") + kJsonResponse));
   FetchRequest req;
   req.url = base_url("http", server.port()) + "/";
   FetchResult r = run_fetch(req);
@@ -345,8 +346,8 @@ TEST_CASE("Fetcher maps a refused connection to CONNECT", "[fetcher]") {
   FetchResult r = run_fetch(req);
   REQUIRE_FALSE(r.has_value());
   CHECK(r.error().kind == FetchError::Kind::CONNECT);
-  CHECK(r.error().message == "connect to 127.0.0.1:" + std::to_string(port) +
-                                 ": connection refused");
+  CHECK(r.error().message ==
+        "connect to 127.0.0.1:" + std::to_string(port) + ": connection refused");
 }
 
 TEST_CASE("Fetcher reports malformed and truncated responses as PROTOCOL", "[fetcher]") {
@@ -364,10 +365,10 @@ TEST_CASE("Fetcher reports malformed and truncated responses as PROTOCOL", "[fet
 }
 
 TEST_CASE("Fetcher rejects an invalid URL without calling done inline", "[fetcher]") {
-  std::string url = GENERATE(std::string("ftp://127.0.0.1/"), std::string("http://"),
-                             std::string("http://user@127.0.0.1/"),
-                             std::string("http://127.0.0.1:99999/"),
-                             std::string("http://[::1/"), std::string("127.0.0.1:80/x"));
+  std::string url =
+      GENERATE(std::string("ftp://127.0.0.1/"), std::string("http://"),
+               std::string("http://user@127.0.0.1/"), std::string("http://127.0.0.1:99999/"),
+               std::string("http://[::1/"), std::string("127.0.0.1:80/x"));
   CAPTURE(url);
   FetchRequest req;
   req.url = url;

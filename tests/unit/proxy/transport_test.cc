@@ -5,7 +5,6 @@
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
-
 #include <chrono>
 #include <memory>
 #include <optional>
@@ -89,16 +88,15 @@ Outcome echo_once(uv_loop_t* loop, Connector& connector, const std::string& host
   Outcome out;
   EchoClient client;
   client.message = message;
-  connector.connect(host, port, tls, timeout,
-                    [&](std::expected<Transport*, ConnectError> r) {
-                      out.done_calls++;
-                      if (!r) {
-                        out.error = r.error();
-                        return;
-                      }
-                      out.reused = (*r)->session_reused();
-                      client.start(*r);
-                    });
+  connector.connect(host, port, tls, timeout, [&](std::expected<Transport*, ConnectError> r) {
+    out.done_calls++;
+    if (!r) {
+      out.error = r.error();
+      return;
+    }
+    out.reused = (*r)->session_reused();
+    client.start(*r);
+  });
   uv_run(loop, UV_RUN_DEFAULT);
   out.echoed = client.received;
   out.errors = client.errors;
@@ -139,8 +137,7 @@ TEST_CASE("TLS handshake verifies the server by CA and name and carries data bot
   CHECK(server.handshakes_ok() == 1);
 }
 
-TEST_CASE("An IP literal host is verified against the certificate's IP address",
-          "[transport]") {
+TEST_CASE("An IP literal host is verified against the certificate's IP address", "[transport]") {
   TestServer server(tls_server(pki().server_cert, pki().server_key), miproxy::test::echo_handler);
   uv_loop_t loop;
   uv_loop_init(&loop);
@@ -156,8 +153,7 @@ TEST_CASE("An IP literal host is verified against the certificate's IP address",
     Outcome bad = echo_once(&loop, connector, "127.0.0.1", server.port(), &tls);
     REQUIRE(bad.error.has_value());
     CHECK(bad.error->kind == ConnectError::Kind::TLS_VERIFY);
-    CHECK(bad.error->message ==
-          "certificate verify failed: IP address mismatch (127.0.0.2)");
+    CHECK(bad.error->message == "certificate verify failed: IP address mismatch (127.0.0.2)");
   }
   uv_run(&loop, UV_RUN_DEFAULT);
   REQUIRE(uv_loop_close(&loop) == 0);
@@ -545,8 +541,7 @@ TEST_CASE("8 MiB both ways over TLS keeps backpressure and every byte", "[transp
   CHECK(server.app_bytes() == kTransferBytes);
 }
 
-TEST_CASE("8 MiB both ways over plain TCP through accept_plain keeps every byte",
-          "[transport]") {
+TEST_CASE("8 MiB both ways over plain TCP through accept_plain keeps every byte", "[transport]") {
   uv_loop_t loop;
   uv_loop_init(&loop);
   uv_tcp_t listener;
@@ -557,18 +552,18 @@ TEST_CASE("8 MiB both ways over plain TCP through accept_plain keeps every byte"
   EchoPeer peer;
   int accepts = 0;
   listener.data = &peer;
-  REQUIRE(uv_listen(reinterpret_cast<uv_stream_t*>(&listener), 8,
-                    [](uv_stream_t* server, int status) {
-                      REQUIRE(status == 0);
-                      auto* p = static_cast<EchoPeer*>(server->data);
-                      Transport* t = miproxy::proxy::accept_plain(server->loop, server);
-                      REQUIRE(t != nullptr);
-                      p->t = t;
-                      shrink_socket_buffers(t);
-                      t->set_handler(p);
-                      t->read_start();
-                      uv_close(reinterpret_cast<uv_handle_t*>(server), nullptr);
-                    }) == 0);
+  REQUIRE(
+      uv_listen(reinterpret_cast<uv_stream_t*>(&listener), 8, [](uv_stream_t* server, int status) {
+        REQUIRE(status == 0);
+        auto* p = static_cast<EchoPeer*>(server->data);
+        Transport* t = miproxy::proxy::accept_plain(server->loop, server);
+        REQUIRE(t != nullptr);
+        p->t = t;
+        shrink_socket_buffers(t);
+        t->set_handler(p);
+        t->read_start();
+        uv_close(reinterpret_cast<uv_handle_t*>(server), nullptr);
+      }) == 0);
   int namelen = sizeof(addr);
   uv_tcp_getsockname(&listener, reinterpret_cast<sockaddr*>(&addr), &namelen);
   uint16_t port = ntohs(addr.sin_port);
@@ -608,16 +603,16 @@ TEST_CASE("accept_plain works on a Unix socket", "[transport]") {
   REQUIRE(uv_pipe_bind(&listener, path.c_str()) == 0);
   EchoPeer peer;
   listener.data = &peer;
-  REQUIRE(uv_listen(reinterpret_cast<uv_stream_t*>(&listener), 8,
-                    [](uv_stream_t* server, int status) {
-                      auto* p = static_cast<EchoPeer*>(server->data);
-                      Transport* t = miproxy::proxy::accept_plain(server->loop, server);
-                      REQUIRE(t != nullptr);
-                      p->t = t;
-                      t->set_handler(p);
-                      t->read_start();
-                      uv_close(reinterpret_cast<uv_handle_t*>(server), nullptr);
-                    }) == 0);
+  REQUIRE(
+      uv_listen(reinterpret_cast<uv_stream_t*>(&listener), 8, [](uv_stream_t* server, int status) {
+        auto* p = static_cast<EchoPeer*>(server->data);
+        Transport* t = miproxy::proxy::accept_plain(server->loop, server);
+        REQUIRE(t != nullptr);
+        p->t = t;
+        t->set_handler(p);
+        t->read_start();
+        uv_close(reinterpret_cast<uv_handle_t*>(server), nullptr);
+      }) == 0);
 
   // Client: a raw uv pipe that writes, reads the echo and closes.
   struct Client {
@@ -658,4 +653,414 @@ TEST_CASE("accept_plain works on a Unix socket", "[transport]") {
   CHECK(peer.eofs == 1);
   ::unlink(path.c_str());
   ::rmdir(dir_template);
+}
+
+TEST_CASE("A TLS session is resumed only under the same verification settings and name",
+          "[transport]") {
+  TestServer self_signed(tls_server(pki().self_cert, pki().self_key), miproxy::test::echo_handler);
+  TestServer ca_signed(tls_server(pki().server_cert, pki().server_key),
+                       miproxy::test::echo_handler);
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  {
+    Connector connector(&loop);
+    // A session made under a pin must not let a CA-verified connect skip verification.
+    TlsClientOptions pinned;
+    pinned.server_name = "localhost";
+    pinned.pinned_sha1 = pki().self_sha1;
+    Outcome first = echo_once(&loop, connector, "127.0.0.1", self_signed.port(), &pinned);
+    REQUIRE_FALSE(first.error.has_value());
+    TlsClientOptions by_ca;
+    by_ca.server_name = "localhost";
+    by_ca.ca_file = pki().ca_cert;
+    Outcome second = echo_once(&loop, connector, "127.0.0.1", self_signed.port(), &by_ca);
+    REQUIRE(second.error.has_value());
+    CHECK(second.error->kind == ConnectError::Kind::TLS_VERIFY);
+
+    // A session made for one name must not vouch for another.
+    Outcome third = echo_once(&loop, connector, "127.0.0.1", ca_signed.port(), &by_ca);
+    REQUIRE_FALSE(third.error.has_value());
+    TlsClientOptions other_name = by_ca;
+    other_name.server_name = "login.example.net";
+    Outcome fourth = echo_once(&loop, connector, "127.0.0.1", ca_signed.port(), &other_name);
+    REQUIRE(fourth.error.has_value());
+    CHECK(fourth.error->kind == ConnectError::Kind::TLS_VERIFY);
+    CHECK(connector.resumed_handshakes() == 0);
+  }
+  uv_run(&loop, UV_RUN_DEFAULT);
+  REQUIRE(uv_loop_close(&loop) == 0);
+}
+
+TEST_CASE("A TLS peer that closes without close_notify is reported as on_eof", "[transport]") {
+  TestServer server(tls_server(pki().server_cert, pki().server_key), [](TestConn& conn) {
+    char c;
+    if (conn.read(&c, 1) == 1) {
+      conn.write_all("bye");
+    }
+    conn.close_without_notify();
+  });
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  EchoClient client;
+  {
+    Connector connector(&loop);
+    TlsClientOptions tls;
+    tls.server_name = "localhost";
+    tls.ca_file = pki().ca_cert;
+    connector.connect("127.0.0.1", server.port(), &tls, 10s,
+                      [&](std::expected<Transport*, ConnectError> r) {
+                        REQUIRE(r.has_value());
+                        // Expect more than the server sends so that only EOF ends it.
+                        client.message = std::string(100, 'x');
+                        client.t = *r;
+                        client.t->set_handler(&client);
+                        client.t->write("x", 1);
+                        client.t->read_start();
+                      });
+    uv_run(&loop, UV_RUN_DEFAULT);
+  }
+  uv_run(&loop, UV_RUN_DEFAULT);
+  REQUIRE(uv_loop_close(&loop) == 0);
+  CHECK(client.received == "bye");
+  CHECK(client.eofs == 1);
+  CHECK(client.errors == 0);
+}
+
+namespace {
+
+// Writes after the peer reset the connection and checks that on_error comes on a later turn.
+struct ResetVictim : Transport::Handler {
+  Transport* t = nullptr;
+  const TestServer* server = nullptr;
+  uv_timer_t timer;
+  bool in_write = false;
+  int errors = 0;
+  int errors_inside_write = 0;
+  int error_code = 0;
+
+  void start(Transport* transport, uv_loop_t* loop) {
+    t = transport;
+    t->set_handler(this);
+    t->write("x", 1);
+    uv_timer_init(loop, &timer);
+    timer.data = this;
+    uv_timer_start(&timer, on_tick, 5, 5);
+  }
+  static void on_tick(uv_timer_t* timer) {
+    auto* self = static_cast<ResetVictim*>(timer->data);
+    if (self->server->connections_done() < 1) {
+      return;  // the reset has not happened yet
+    }
+    uv_timer_stop(timer);
+    uv_close(reinterpret_cast<uv_handle_t*>(timer), nullptr);
+    std::string data(64 * 1024, 'y');
+    for (int i = 0; i < 4 && self->errors == 0 && !self->t->is_closing(); ++i) {
+      self->in_write = true;
+      self->t->write(data.data(), data.size());
+      self->in_write = false;
+    }
+  }
+  void on_read(const char*, size_t) override {}
+  void on_eof() override { t->close(); }
+  void on_error(int code, const std::string&) override {
+    errors++;
+    error_code = code;
+    if (in_write) {
+      errors_inside_write++;
+    }
+    t->close();
+  }
+  void on_drain() override {}
+};
+
+}  // namespace
+
+TEST_CASE("A write to a reset connection reports on_error on a later loop turn", "[transport]") {
+  bool tls = GENERATE(false, true);
+  CAPTURE(tls);
+  TestServerOptions options =
+      tls ? tls_server(pki().server_cert, pki().server_key) : TestServerOptions{};
+  TestServer server(options, [](TestConn& conn) {
+    char c;
+    conn.read(&c, 1);
+    conn.reset();
+  });
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  ResetVictim victim;
+  victim.server = &server;
+  {
+    Connector connector(&loop);
+    TlsClientOptions opts;
+    opts.server_name = "localhost";
+    opts.ca_file = pki().ca_cert;
+    connector.connect("127.0.0.1", server.port(), tls ? &opts : nullptr, 10s,
+                      [&](std::expected<Transport*, ConnectError> r) {
+                        REQUIRE(r.has_value());
+                        victim.start(*r, &loop);
+                      });
+    uv_run(&loop, UV_RUN_DEFAULT);
+  }
+  uv_run(&loop, UV_RUN_DEFAULT);
+  REQUIRE(uv_loop_close(&loop) == 0);
+  CHECK(victim.errors == 1);
+  CHECK(victim.errors_inside_write == 0);
+  CHECK((victim.error_code == UV_ECONNRESET || victim.error_code == UV_EPIPE));
+}
+
+namespace {
+
+// Pauses reading inside the first on_read and resumes from a timer; nothing may arrive while
+// paused, and nothing may arrive inside read_start() itself.
+struct PausingReader : Transport::Handler {
+  Transport* t = nullptr;
+  uv_timer_t timer;
+  size_t expect = 0;
+  std::string received;
+  bool paused = false;
+  bool in_read_start = false;
+  int reads_while_paused = 0;
+  int reads_inside_read_start = 0;
+  int pauses = 0;
+  int eofs = 0;
+
+  void start(Transport* transport, uv_loop_t* loop) {
+    t = transport;
+    uv_timer_init(loop, &timer);
+    timer.data = this;
+    t->set_handler(this);
+    t->write("go", 2);
+    t->read_start();
+  }
+  static void resume(uv_timer_t* timer) {
+    auto* self = static_cast<PausingReader*>(timer->data);
+    self->paused = false;
+    self->in_read_start = true;
+    self->t->read_start();
+    self->in_read_start = false;
+  }
+  void on_read(const char* p, size_t len) override {
+    if (paused) {
+      reads_while_paused++;
+    }
+    if (in_read_start) {
+      reads_inside_read_start++;
+    }
+    received.append(p, len);
+    if (received.size() >= expect) {
+      finish();
+      return;
+    }
+    if (pauses < 1000) {
+      pauses++;
+      paused = true;
+      t->read_stop();
+      uv_timer_start(&timer, resume, 1, 0);
+    }
+  }
+  void finish() {
+    t->close();
+    uv_close(reinterpret_cast<uv_handle_t*>(&timer), nullptr);
+  }
+  void on_eof() override {
+    eofs++;
+    finish();
+  }
+  void on_error(int, const std::string&) override { finish(); }
+  void on_drain() override {}
+};
+
+}  // namespace
+
+TEST_CASE("read_stop inside on_read holds data until read_start, delivered on a later turn",
+          "[transport]") {
+  bool tls = GENERATE(false, true);
+  CAPTURE(tls);
+  const size_t total = 512 * 1024;
+  TestServerOptions options =
+      tls ? tls_server(pki().server_cert, pki().server_key) : TestServerOptions{};
+  TestServer server(options, [total](TestConn& conn) {
+    char buf[2];
+    if (conn.read(buf, 2) != 2) {
+      return;
+    }
+    conn.write_all(std::string(total, 'z'));
+    conn.drain_until_eof();
+  });
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  PausingReader reader;
+  reader.expect = total;
+  {
+    Connector connector(&loop);
+    TlsClientOptions opts;
+    opts.server_name = "localhost";
+    opts.ca_file = pki().ca_cert;
+    connector.connect("127.0.0.1", server.port(), tls ? &opts : nullptr, 10s,
+                      [&](std::expected<Transport*, ConnectError> r) {
+                        REQUIRE(r.has_value());
+                        reader.start(*r, &loop);
+                      });
+    uv_run(&loop, UV_RUN_DEFAULT);
+  }
+  uv_run(&loop, UV_RUN_DEFAULT);
+  REQUIRE(uv_loop_close(&loop) == 0);
+  CHECK(reader.received == std::string(total, 'z'));
+  CHECK(reader.pauses >= 3);
+  CHECK(reader.reads_while_paused == 0);
+  CHECK(reader.reads_inside_read_start == 0);
+}
+
+namespace {
+
+// Exchanges one byte, parks (no handler) and signals the server, which then sends |late| (if
+// any) and closes. Once the transport reports stale(), a new handler is set and must receive
+// the held bytes and EOF on later turns, never inside set_handler().
+struct ParkingClient : Transport::Handler {
+  Transport* t = nullptr;
+  uv_timer_t timer;
+  std::string received;
+  bool parked = false;
+  bool in_set_handler = false;
+  int events_inside_set_handler = 0;
+  int eofs = 0;
+  int errors = 0;
+  bool was_stale = false;
+
+  void start(Transport* transport, uv_loop_t* loop) {
+    t = transport;
+    uv_timer_init(loop, &timer);
+    timer.data = this;
+    t->set_handler(this);
+    t->write("a", 1);
+    t->read_start();
+  }
+  static void on_tick(uv_timer_t* timer) {
+    auto* self = static_cast<ParkingClient*>(timer->data);
+    if (!self->t->stale()) {
+      return;
+    }
+    self->was_stale = true;
+    uv_timer_stop(timer);
+    self->parked = false;
+    self->in_set_handler = true;
+    self->t->set_handler(self);
+    self->in_set_handler = false;
+  }
+  void note_event() {
+    if (in_set_handler) {
+      events_inside_set_handler++;
+    }
+  }
+  void on_read(const char* p, size_t len) override {
+    note_event();
+    received.append(p, len);
+    if (received == "a") {
+      // Park with reading on, as an idle pooled connection would, then ask for more.
+      parked = true;
+      t->set_handler(nullptr);
+      t->write("b", 1);
+      uv_timer_start(&timer, on_tick, 1, 1);
+    }
+  }
+  void on_eof() override {
+    note_event();
+    eofs++;
+    finish();
+  }
+  void on_error(int, const std::string&) override {
+    note_event();
+    errors++;
+    finish();
+  }
+  void on_drain() override {}
+  void finish() {
+    t->close();
+    uv_close(reinterpret_cast<uv_handle_t*>(&timer), nullptr);
+  }
+};
+
+}  // namespace
+
+TEST_CASE("Events that arrive while parked are held and delivered to the next handler",
+          "[transport]") {
+  bool tls = GENERATE(false, true);
+  std::string late = GENERATE(std::string(), std::string("late bytes"));
+  CAPTURE(tls, late);
+  TestServerOptions options =
+      tls ? tls_server(pki().server_cert, pki().server_key) : TestServerOptions{};
+  TestServer server(options, [late](TestConn& conn) {
+    char c;
+    if (conn.read(&c, 1) != 1 || !conn.write_all("a") || conn.read(&c, 1) != 1) {
+      return;
+    }
+    if (!late.empty()) {
+      conn.write_all(late);
+    }
+  });
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  ParkingClient client;
+  {
+    Connector connector(&loop);
+    TlsClientOptions opts;
+    opts.server_name = "localhost";
+    opts.ca_file = pki().ca_cert;
+    connector.connect("127.0.0.1", server.port(), tls ? &opts : nullptr, 10s,
+                      [&](std::expected<Transport*, ConnectError> r) {
+                        REQUIRE(r.has_value());
+                        client.start(*r, &loop);
+                      });
+    uv_run(&loop, UV_RUN_DEFAULT);
+  }
+  uv_run(&loop, UV_RUN_DEFAULT);
+  REQUIRE(uv_loop_close(&loop) == 0);
+  CHECK(client.was_stale);
+  CHECK(client.received == "a" + late);
+  CHECK(client.eofs == 1);
+  CHECK(client.errors == 0);
+  CHECK(client.events_inside_set_handler == 0);
+}
+
+TEST_CASE("A small TLS write of several buffers is one record and one write, with no copy",
+          "[transport]") {
+  TestServer server(tls_server(pki().server_cert, pki().server_key), miproxy::test::echo_handler);
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  miproxy::proxy::TransportStats before;
+  miproxy::proxy::TransportStats after;
+  EchoClient client;
+  client.message = "GET / HTTP/1.1\r\nHost: localhost\r\n\r\nbody";
+  {
+    Connector connector(&loop);
+    TlsClientOptions tls;
+    tls.server_name = "localhost";
+    tls.ca_file = pki().ca_cert;
+    connector.connect("127.0.0.1", server.port(), &tls, 10s,
+                      [&](std::expected<Transport*, ConnectError> r) {
+                        REQUIRE(r.has_value());
+                        client.t = *r;
+                        client.t->set_handler(&client);
+                        // An empty socket buffer takes a small write whole.
+                        before = miproxy::proxy::transport_stats();
+                        const std::string& m = client.message;
+                        uv_buf_t bufs[3] = {
+                            uv_buf_init(const_cast<char*>(m.data()), 16),
+                            uv_buf_init(const_cast<char*>(m.data()) + 16, 19),
+                            uv_buf_init(const_cast<char*>(m.data()) + 35, m.size() - 35),
+                        };
+                        client.t->write(bufs, 3);
+                        after = miproxy::proxy::transport_stats();
+                        CHECK(client.t->write_queue_bytes() == 0);
+                        client.t->read_start();
+                      });
+    uv_run(&loop, UV_RUN_DEFAULT);
+  }
+  uv_run(&loop, UV_RUN_DEFAULT);
+  REQUIRE(uv_loop_close(&loop) == 0);
+  CHECK(client.received == client.message);
+  CHECK(after.tls_writes - before.tls_writes == 1);
+  CHECK(after.try_writes - before.try_writes == 1);
+  CHECK(after.uv_writes - before.uv_writes == 0);
+  CHECK(after.bytes_copied - before.bytes_copied == 0);
 }

@@ -32,8 +32,8 @@ class TestPki {
     EVP_PKEY* ca_key = EVP_EC_gen("P-256");
     X509* ca = make_cert(ca_key, "miproxy test CA", nullptr, ca_key, true, nullptr);
     EVP_PKEY* server_key_p = EVP_EC_gen("P-256");
-    X509* server = make_cert(server_key_p, "localhost", ca, ca_key, false,
-                             "DNS:localhost,IP:127.0.0.1");
+    X509* server =
+        make_cert(server_key_p, "localhost", ca, ca_key, false, "DNS:localhost,IP:127.0.0.1");
     EVP_PKEY* self_key_p = EVP_EC_gen("P-256");
     X509* self = make_cert(self_key_p, "localhost", nullptr, self_key_p, false,
                            "DNS:localhost,IP:127.0.0.1");
@@ -94,8 +94,8 @@ class TestPki {
     X509_gmtime_adj(X509_getm_notAfter(x), 7 * 86400);
     X509_set_pubkey(x, key);
     X509_NAME* name = X509_get_subject_name(x);
-    X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC,
-                               reinterpret_cast<const unsigned char*>(cn), -1, -1, 0);
+    X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, reinterpret_cast<const unsigned char*>(cn),
+                               -1, -1, 0);
     X509_set_issuer_name(x, issuer != nullptr ? X509_get_subject_name(issuer) : name);
     X509V3_CTX ctx;
     X509V3_set_ctx_nodb(&ctx);

@@ -30,7 +30,8 @@ namespace miproxy::test {
 
 class TestConn {
  public:
-  TestConn(int fd, SSL* ssl, std::atomic<size_t>* counter) : fd_(fd), ssl_(ssl), counter_(counter) {}
+  TestConn(int fd, SSL* ssl, std::atomic<size_t>* counter)
+      : fd_(fd), ssl_(ssl), counter_(counter) {}
 
   // Blocking read of up to |n| bytes; 0 at EOF or on error.
   size_t read(char* buf, size_t n) {
@@ -92,6 +93,16 @@ class TestConn {
     return true;
   }
 
+  // Ends the connection without TLS close_notify (just the TCP FIN).
+  void close_without_notify() { skip_notify_ = true; }
+  // Ends the connection with a TCP reset.
+  void reset() {
+    linger lg{1, 0};
+    setsockopt(fd_, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+    skip_notify_ = true;
+  }
+  bool skip_notify() const { return skip_notify_; }
+
   // Reads until the peer closes.
   void drain_until_eof() {
     char buf[4096];
@@ -114,13 +125,14 @@ class TestConn {
   SSL* ssl_;
   std::atomic<size_t>* counter_;
   std::string buffer_;
+  bool skip_notify_ = false;
 };
 
 struct TestServerOptions {
   bool tls = false;
   std::string cert;
   std::string key;
-  int max_version = 0;  // e.g. TLS1_2_VERSION; 0 = OpenSSL's default
+  int max_version = 0;    // e.g. TLS1_2_VERSION; 0 = OpenSSL's default
   int socket_buffer = 0;  // SO_SNDBUF/SO_RCVBUF for accepted sockets; 0 = kernel default
 };
 
@@ -227,7 +239,9 @@ class TestServer {
       TestConn conn(fd, ssl, &app_bytes_);
       handler_(conn);
       if (ssl != nullptr) {
-        SSL_shutdown(ssl);
+        if (!conn.skip_notify()) {
+          SSL_shutdown(ssl);
+        }
         SSL_free(ssl);
       }
       ::close(fd);
