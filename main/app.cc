@@ -78,6 +78,7 @@ class ControlPlane {
       return v ? std::string(v) : std::string();
     };
     deps_.ca_file = config_->tls.ca_file;
+    deps_.defer = [this](std::function<void()> task) { executor_->post(std::move(task)); };
     tokens_ = std::make_unique<auth::TokenManager>(
         *executor_, *scheduler_,
         [this](const config::Identity& id) { return auth::make_source(id, deps_); });

@@ -181,11 +181,13 @@ void ClientConn::execute(const char* data, size_t len) {
     code = "RequestHeaderFieldsTooLarge";
     reason = reason.substr(4);
   }
-  if (ex_) {
-    // The request was already forwarded: the client broke its body framing mid-stream.
+  if (ex_ && ex_->response_head_sent()) {
+    // The response is already streaming: the broken request can only end the connection.
     close();
     return;
   }
+  // The upstream saw at most a truncated body, never a complete request: respond_error
+  // retires the exchange, whose destructor closes that upstream connection.
   respond_error(status, code, "malformed HTTP request: " + reason, true);
 }
 
@@ -196,12 +198,13 @@ void ClientConn::resume_parsing() {
   if (ex_ && request_complete_) return;
   parse_paused_ = false;
   llhttp_resume(&parser_);
-  if (!pending_.empty()) {
-    std::string buf = std::move(pending_);
-    pending_.clear();
-    execute(buf.data(), buf.size());
-    if (closed_) return;
-  }
+  // Always execute, even with no pending bytes: a message paused in on_headers_complete still
+  // owes its on_message_complete (bodiless requests), which llhttp delivers on the next call.
+  std::string buf = std::move(pending_);
+  pending_.clear();
+  static const char kNothing = 0;
+  execute(buf.empty() ? &kNothing : buf.data(), buf.size());
+  if (closed_) return;
   update_reading();
 }
 

@@ -142,6 +142,7 @@ class Exchange : public Transport::Handler {
   const config::Route& route() const;
   const std::string& token_source() const { return token_source_; }
   int status() const { return status_; }
+  bool response_head_sent() const { return response_head_sent_; }
   uint64_t bytes_out() const { return bytes_out_; }
   double upstream_ms() const;
   std::string object_id() const { return token_ ? token_->object_id : std::string(); }

@@ -142,7 +142,8 @@ Transport* UpstreamPool::checkout(const std::string& key) {
     list.pop_back();
     Transport* t = c->transport;
     t->set_handler(nullptr);
-    if (!t->is_closing()) return t;
+    if (!t->is_closing() && !t->stale()) return t;
+    if (!t->is_closing()) close_transport(t);
   }
   return nullptr;
 }
