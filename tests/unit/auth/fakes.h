@@ -17,6 +17,7 @@
 #include <functional>
 #include <map>
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <utility>
 #include <vector>
@@ -265,5 +266,41 @@ class TempDir {
  private:
   std::string path_;
 };
+
+}  // namespace miproxy::auth::testing
+
+namespace miproxy::auth::testing {
+
+// Builds a source from |identity| with the harness' fakes; fails the test on a config error.
+inline std::unique_ptr<TokenSource> build_source(Harness& h, const config::Identity& identity) {
+  auto source = make_source(identity, h.deps());
+  if (!source) {
+    throw std::runtime_error("make_source failed: " + source.error());
+  }
+  return std::move(*source);
+}
+
+// One fetch, driven to completion. Checks that |done| did not run inside fetch() and ran
+// exactly once afterwards.
+struct FetchOutcome {
+  int calls_inside_fetch = 0;
+  int calls = 0;
+  std::optional<SourceResult> result;
+  bool ok() const { return result && result->has_value(); }
+  const SourceError& error() const { return result->error(); }
+  const TokenData& token() const { return result->value(); }
+};
+
+inline FetchOutcome fetch_once(Harness& h, TokenSource& source, const std::string& scope,
+                               const std::string& claims = "") {
+  auto outcome = std::make_shared<FetchOutcome>();
+  source.fetch(scope, claims, [outcome](SourceResult r) {
+    ++outcome->calls;
+    outcome->result = std::move(r);
+  });
+  outcome->calls_inside_fetch = outcome->calls;
+  h.run();
+  return *outcome;
+}
 
 }  // namespace miproxy::auth::testing
