@@ -180,7 +180,9 @@ std::string describe_error_body(std::string_view body) {
       }
     }
   }
-  if (detail.empty()) {
+  // A JSON body without the known error fields is not echoed: it may carry a token (a 200 where
+  // a challenge was expected). Other text (an HTML error page) is shown, shortened and redacted.
+  if (detail.empty() && json.is_discarded()) {
     detail = trim_whitespace(body);
     if (detail.size() > 200) {
       detail.resize(200);
@@ -301,8 +303,8 @@ SourceResult parse_token_body(std::string_view label, const FetchResponse& respo
   auto lifetime = parse_lifetime(json, sent, now);
   if (!lifetime) {
     SourceError error = make_error(std::string(label) + " answered " +
-                                   std::to_string(response.status) + " but the " +
-                                   lifetime.error().substr(std::string_view("response ").size()));
+                                   std::to_string(response.status) +
+                                   " without a usable expiry (" + lifetime.error() + ")");
     error.http_status = response.status;
     return std::unexpected(error);
   }
