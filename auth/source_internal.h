@@ -23,6 +23,7 @@ bool iequals(std::string_view a, std::string_view b);
 std::string scope_to_resource(const std::string& scope);
 
 // Replaces JWT-looking runs ("eyJ...") and any run of 40 or more base64/base64url characters
+// (between "/" and "." separators)
 // by "[redacted]", and control characters by spaces, so endpoint or CLI text can be shown.
 std::string redact_token_like(std::string_view text);
 

@@ -18,7 +18,7 @@ char lower(char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' +
 
 bool is_token_char(char c) {
   return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' ||
-         c == '_' || c == '+' || c == '=' || c == '.' || c == '~' || c == '/';
+         c == '_' || c == '+' || c == '.' || c == '~' || c == '/';
 }
 
 std::string string_field(const nlohmann::json& obj, const char* key) {
