@@ -122,8 +122,7 @@ std::expected<std::unique_ptr<TokenSource>, std::string> make_default_chain(
   members.push_back({"workload_identity",
                      wi_source ? std::move(*wi_source)
                                : make_failing_source("workload_identity",
-                                                     make_error("workload identity: " +
-                                                                wi_source.error()),
+                                                     make_error(wi_source.error()),
                                                      deps)});
 
   config::Identity mi = identity;
@@ -132,8 +131,7 @@ std::expected<std::unique_ptr<TokenSource>, std::string> make_default_chain(
   members.push_back({"managed_identity",
                      mi_source ? std::move(*mi_source)
                                : make_failing_source("managed_identity",
-                                                     make_error("managed identity: " +
-                                                                mi_source.error()),
+                                                     make_error(mi_source.error()),
                                                      deps)});
 
   auto cli = make_azure_cli_source(identity, deps);
