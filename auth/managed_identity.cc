@@ -242,17 +242,17 @@ class ManagedIdentitySource : public TokenSource {
       return;
     }
     auto state = state_;
-    Clock::time_point sent = state->deps.now();
     if (state->settings.kind == Kind::ARC) {
       FetchRequest first = *request;
       state->deps.fetcher->fetch(
-          std::move(first), [state, request = *request, sent, scope,
+          std::move(first), [state, request = *request, scope,
                              done = std::move(done)](FetchResult result) mutable {
             arc_challenge_answered(state, std::move(request), scope, std::move(result),
                                    std::move(done));
           });
       return;
     }
+    Clock::time_point sent = state->deps.now();
     state->deps.fetcher->fetch(std::move(*request),
                                [state, sent, scope, done = std::move(done)](FetchResult result) {
                                  done(finish(*state, scope, sent, std::move(result)));
