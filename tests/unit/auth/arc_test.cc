@@ -58,9 +58,9 @@ TEST_CASE("Arc: 401 challenge, then the key file bytes as Basic credentials", "[
     UrlParts url = split_url(req->url);
     CHECK(url.base == kEndpoint);
     CHECK_FALSE(has_duplicate_keys(url.query));
-    CHECK(to_map(url.query) == std::map<std::string, std::string>{
-                                   {"api-version", "2020-06-01"},
-                                   {"resource", "https://management.azure.com"}});
+    CHECK(to_map(url.query) ==
+          std::map<std::string, std::string>{{"api-version", "2020-06-01"},
+                                             {"resource", "https://management.azure.com"}});
     CHECK(header_values(*req, "Metadata") == std::vector<std::string>{"true"});
     CHECK(header_values(*req, "X-Forwarded-For").empty());
   }
@@ -103,17 +103,20 @@ TEST_CASE("Arc: challenge paths that are refused", "[auth]") {
     std::string expected;  // after "Azure Arc key-file challenge refused: "
   };
   std::vector<Case> cases = {
-      {f.keys.path() + "/x.txt", "challenge file \"" + f.keys.path() + "/x.txt\" does not end in .key"},
+      {f.keys.path() + "/x.txt",
+       "challenge file \"" + f.keys.path() + "/x.txt\" does not end in .key"},
       {outside, "challenge names a file outside " + f.keys.path() + ": " + outside},
-      {f.keys.path() + "/../" + other_name + "/x.key",
-       "challenge path \"" + f.keys.path() + "/../" + other_name + "/x.key\" contains . or .. "
-       "components"},
+      {f.keys.path() + "/../" + other_name + "/x.key", "challenge path \"" + f.keys.path() +
+                                                           "/../" + other_name +
+                                                           "/x.key\" contains . or .. "
+                                                           "components"},
       {f.keys.path() + "/./x.key",
        "challenge path \"" + f.keys.path() + "/./x.key\" contains . or .. components"},
       {f.keys.path() + "//x.key",
        "challenge path \"" + f.keys.path() + "//x.key\" is not in normal form"},
       {"x.key", "challenge names \"x.key\", not an absolute path"},
-      {f.keys.path() + "/.key", "challenge file \"" + f.keys.path() + "/.key\" does not end in .key"},
+      {f.keys.path() + "/.key",
+       "challenge file \"" + f.keys.path() + "/.key\" does not end in .key"},
       {f.keys.path() + "/missing.key",
        "cannot stat " + f.keys.path() + "/missing.key: No such file or directory"},
       {f.keys.path() + "/link.key", f.keys.path() + "/link.key is not a regular file"},
@@ -169,7 +172,8 @@ TEST_CASE("Arc: any first answer other than 401 is an error", "[auth]") {
 TEST_CASE("Arc: second answer errors and a user-assigned selector", "[auth]") {
   ArcFixture f;
   f.challenge(f.keys.write("x.key", kKey));
-  f.h.fetcher.reply(400, R"({"error":"invalid_resource","error_description":"AADSTS50001: not found"})");
+  f.h.fetcher.reply(400,
+                    R"({"error":"invalid_resource","error_description":"AADSTS50001: not found"})");
   auto out = fetch_once(f.h, *f.source, kArm);
   CHECK(out.error().message ==
         "Azure Arc answered 400: invalid_resource: AADSTS50001: not found (system-assigned)");

@@ -1,9 +1,8 @@
 // Azure CLI source (token-sources.md §10) with a fake process runner.
 
+#include <catch2/catch.hpp>
 #include <cstdlib>
 #include <ctime>
-
-#include <catch2/catch.hpp>
 
 #include "tests/unit/auth/fakes.h"
 
@@ -75,7 +74,9 @@ TEST_CASE("Azure CLI: argv without a shell, fixed directory, environment, timeou
   CliFixture f;
   auto source = f.make("contoso.onmicrosoft.com");
   CHECK(source->name() == "azure_cli");
-  f.answer(0, R"({"accessToken":"cli-token","expiresOn":"2026-01-01 12:34:56.000000","expires_on":1767270896,"subscription":"s","tenant":"t","tokenType":"Bearer"})");
+  f.answer(
+      0,
+      R"({"accessToken":"cli-token","expiresOn":"2026-01-01 12:34:56.000000","expires_on":1767270896,"subscription":"s","tenant":"t","tokenType":"Bearer"})");
   auto out = fetch_once(f.h, *source, kScope);
   CHECK(out.calls_inside_fetch == 0);
   CHECK(out.calls == 1);
@@ -103,7 +104,9 @@ TEST_CASE("Azure CLI output: expires_on integer or string, else expiresOn in loc
           "[auth]") {
   CliFixture f;
   auto source = f.make();
-  f.answer(0, R"({"accessToken":"t","expires_on":"1767270896","expiresOn":"2000-01-01 00:00:00.000000"})");
+  f.answer(
+      0,
+      R"({"accessToken":"t","expires_on":"1767270896","expiresOn":"2000-01-01 00:00:00.000000"})");
   auto out = fetch_once(f.h, *source, kScope);
   REQUIRE(out.ok());
   CHECK(out.token().expires_at == Clock::time_point{seconds{1767270896}});
@@ -156,7 +159,9 @@ TEST_CASE("Azure CLI failures: not installed, not logged in, timeout, other", "[
   CHECK(out.error().retryable);
   CHECK_FALSE(out.error().unavailable);
 
-  f.answer(2, "", "ERROR: AADSTS700082: refresh token expired. token=eyJ0eXAiOiJKV1QifQ.eyJzdWIiOiJ4In0.c2lnbmF0dXJl\n");
+  f.answer(2, "",
+           "ERROR: AADSTS700082: refresh token expired. "
+           "token=eyJ0eXAiOiJKV1QifQ.eyJzdWIiOiJ4In0.c2lnbmF0dXJl\n");
   out = fetch_once(f.h, *source, kScope);
   CHECK(out.error().message ==
         "Azure CLI failed (exit 2): ERROR: AADSTS700082: refresh token expired. token=[redacted]");
@@ -182,8 +187,8 @@ TEST_CASE("Azure CLI: scopes outside letters, digits and .-:/_ never reach the c
           "[auth]") {
   CliFixture f;
   auto source = f.make();
-  for (const char* scope : {"https://x/.default; rm -rf /", "https://x/.default --debug",
-                            "https://x/$(id)", ""}) {
+  for (const char* scope :
+       {"https://x/.default; rm -rf /", "https://x/.default --debug", "https://x/$(id)", ""}) {
     auto out = fetch_once(f.h, *source, scope);
     INFO(scope);
     REQUIRE_FALSE(out.ok());

@@ -96,8 +96,7 @@ TEST_CASE("default: managed identity (IMDS) otherwise, AZURE_CLIENT_ID as select
   auto selected = build_source(with_id, default_identity());
   with_id.fetcher.reply(200, kImdsOk);
   REQUIRE(fetch_once(with_id, *selected, kScope).ok());
-  CHECK(to_map(split_url(with_id.fetcher.requests.at(0).url).query)["client_id"] ==
-        "uami-client");
+  CHECK(to_map(split_url(with_id.fetcher.requests.at(0).url).query)["client_id"] == "uami-client");
 }
 
 TEST_CASE("default: an applicable source that fails ends the chain and says what was skipped",

@@ -1,9 +1,8 @@
 // Entra token endpoint sources (token-sources.md §7-§9, §11) against a fake endpoint.
 
-#include <set>
-
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
+#include <set>
 
 #include "auth/jwt.h"
 #include "tests/unit/auth/fakes.h"
@@ -162,8 +161,8 @@ TEST_CASE("Entra configuration checks: https authority, tenant characters", "[au
   // Default authority, joined with exactly one '/'.
   auto source = build_source(f.h, id);
   fetch_once(f.h, *source, kStorage);
-  CHECK(f.h.fetcher.requests.at(0).url == std::string("https://login.microsoftonline.com/") +
-                                              kTenant + "/oauth2/v2.0/token");
+  CHECK(f.h.fetcher.requests.at(0).url ==
+        std::string("https://login.microsoftonline.com/") + kTenant + "/oauth2/v2.0/token");
 }
 
 TEST_CASE("claims go to the form as the raw JSON", "[auth]") {
@@ -227,7 +226,9 @@ TEST_CASE("Entra responses: integer or string expires_in, refresh_in, v1 expires
   REQUIRE(out.token().refresh_at.has_value());
   CHECK(*out.token().refresh_at == f.h.now + seconds{43199});
 
-  f.h.fetcher.reply(200, R"({"access_token":"a","expires_in":"3599","expires_on":"1767229199","not_before":"1767225600"})");
+  f.h.fetcher.reply(
+      200,
+      R"({"access_token":"a","expires_in":"3599","expires_on":"1767229199","not_before":"1767225600"})");
   out = fetch_once(f.h, *f.source, kStorage);
   REQUIRE(out.ok());
   CHECK(out.token().expires_at == f.h.now + seconds{3599});
@@ -241,7 +242,9 @@ TEST_CASE("Entra responses: integer or string expires_in, refresh_in, v1 expires
 
 TEST_CASE("Entra errors: error, AADSTS code, trace and correlation ids", "[auth]") {
   SecretFixture f;
-  f.h.fetcher.reply(400, R"({"error":"invalid_scope","error_description":"AADSTS70011: The provided value for the input parameter 'scope' is not valid.\r\nTrace ID: 255d1aef-8c98-452f-ac51-23d051240864\r\nCorrelation ID: fb3d2015-bc17-4bb9-bb85-30c5cf1aaaa7","error_codes":[70011],"timestamp":"2026-01-01 02:02:12Z","trace_id":"255d1aef-8c98-452f-ac51-23d051240864","correlation_id":"fb3d2015-bc17-4bb9-bb85-30c5cf1aaaa7"})");
+  f.h.fetcher.reply(
+      400,
+      R"({"error":"invalid_scope","error_description":"AADSTS70011: The provided value for the input parameter 'scope' is not valid.\r\nTrace ID: 255d1aef-8c98-452f-ac51-23d051240864\r\nCorrelation ID: fb3d2015-bc17-4bb9-bb85-30c5cf1aaaa7","error_codes":[70011],"timestamp":"2026-01-01 02:02:12Z","trace_id":"255d1aef-8c98-452f-ac51-23d051240864","correlation_id":"fb3d2015-bc17-4bb9-bb85-30c5cf1aaaa7"})");
   auto out = fetch_once(f.h, *f.source, kStorage);
   REQUIRE_FALSE(out.ok());
   CHECK(out.error().message ==
@@ -253,7 +256,9 @@ TEST_CASE("Entra errors: error, AADSTS code, trace and correlation ids", "[auth]
   CHECK_FALSE(out.error().retryable);
 
   // A description without the code gets it from error_codes.
-  f.h.fetcher.reply(401, R"({"error":"invalid_client","error_description":"Invalid client secret provided.","error_codes":[7000215],"trace_id":"t1","correlation_id":"c1"})");
+  f.h.fetcher.reply(
+      401,
+      R"({"error":"invalid_client","error_description":"Invalid client secret provided.","error_codes":[7000215],"trace_id":"t1","correlation_id":"c1"})");
   out = fetch_once(f.h, *f.source, kStorage);
   CHECK(out.error().message.rfind(
             "Entra ID answered 401: invalid_client: AADSTS7000215: Invalid client secret "
@@ -296,8 +301,8 @@ TEST_CASE("client secret file problems are reported", "[auth]") {
   CHECK(f.h.fetcher.requests.empty());
   std::filesystem::remove(f.dir.path() + "/ci.secret");
   out = fetch_once(f.h, *f.source, kStorage);
-  CHECK(out.error().message == "client secret: cannot open " + f.dir.path() +
-                                   "/ci.secret: No such file or directory");
+  CHECK(out.error().message ==
+        "client secret: cannot open " + f.dir.path() + "/ci.secret: No such file or directory");
 }
 
 namespace {
@@ -314,8 +319,8 @@ Jwt split_assertion(const std::string& jwt) {
   size_t b = jwt.find('.', a + 1);
   REQUIRE(b != std::string::npos);
   return Jwt{json::parse(base64url_decode(jwt.substr(0, a)).value()),
-             json::parse(base64url_decode(jwt.substr(a + 1, b - a - 1)).value()),
-             jwt.substr(0, b), base64url_decode(jwt.substr(b + 1)).value()};
+             json::parse(base64url_decode(jwt.substr(a + 1, b - a - 1)).value()), jwt.substr(0, b),
+             base64url_decode(jwt.substr(b + 1)).value()};
 }
 
 }  // namespace
@@ -364,8 +369,7 @@ TEST_CASE("client certificate: signed assertion in the form of section 9", "[aut
   CHECK(jtis.size() == 2);  // a fresh jti per assertion
 }
 
-TEST_CASE("client certificate: chain sent as x5c when asked; unusable files reported",
-          "[auth]") {
+TEST_CASE("client certificate: chain sent as x5c when asked; unusable files reported", "[auth]") {
   Harness h;
   TempDir dir;
   auto ca = make_cert("ca", generate_rsa());
@@ -382,8 +386,8 @@ TEST_CASE("client certificate: chain sent as x5c when asked; unusable files repo
   REQUIRE(jwt.header["x5c"].size() == 2);
   CHECK(jwt.header["x5c"][0] == base64_encode(leaf.der));
   CHECK(jwt.header["x5c"][1] == base64_encode(ca.der));
-  CHECK(jwt.payload["aud"] == std::string("https://login.microsoftonline.com/") + kTenant +
-                                  "/oauth2/v2.0/token");
+  CHECK(jwt.payload["aud"] ==
+        std::string("https://login.microsoftonline.com/") + kTenant + "/oauth2/v2.0/token");
 
   auto ec = make_cert("ec", generate_ec());
   dir.write("sp.pem", ec.cert_pem + ec.key_pem);

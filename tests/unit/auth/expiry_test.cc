@@ -1,9 +1,8 @@
-#include <cstdlib>
-#include <ctime>
+#include "auth/expiry.h"
 
 #include <catch2/catch.hpp>
-
-#include "auth/expiry.h"
+#include <cstdlib>
+#include <ctime>
 
 using namespace miproxy::auth;
 using nlohmann::json;
@@ -40,7 +39,7 @@ class ScopedTz {
   std::string old_;
 };
 
-const Clock::time_point kSent{seconds{1767225600}};      // 2026-01-01T00:00:00Z
+const Clock::time_point kSent{seconds{1767225600}};  // 2026-01-01T00:00:00Z
 const Clock::time_point kReceived{seconds{1767225602}};
 
 }  // namespace
@@ -74,8 +73,8 @@ TEST_CASE("expires_on as POSIX seconds, integer or string", "[auth]") {
   CHECK(posix(parse_expires_on(json("1586984735"))) == 1586984735);
   CHECK_FALSE(parse_expires_on(json(-5)).has_value());
   CHECK_FALSE(parse_expires_on(json("-5")).has_value());
-  CHECK_FALSE(parse_expires_on(json(253402300800LL)).has_value());  // year 10000
-  CHECK_FALSE(parse_expires_on(json(253402300799LL)).has_value());  // past Clock's range (2262)
+  CHECK_FALSE(parse_expires_on(json(253402300800LL)).has_value());     // year 10000
+  CHECK_FALSE(parse_expires_on(json(253402300799LL)).has_value());     // past Clock's range (2262)
   CHECK(posix(parse_expires_on(json(4102444800LL))) == 4102444800LL);  // 2100-01-01
   CHECK_FALSE(parse_expires_on(json("9999-12-31T23:59:59Z")).has_value());
 }
@@ -155,8 +154,8 @@ TEST_CASE("parse_lifetime follows the order of section 12", "[auth]") {
     CHECK(*life->refresh_at == kReceived + seconds{43199});
   }
   SECTION("falls back to expires_on when expires_in is unusable") {
-    auto life = parse_lifetime(json{{"expires_in", "-3"}, {"expires_on", 1767229200}}, kSent,
-                               kReceived);
+    auto life =
+        parse_lifetime(json{{"expires_in", "-3"}, {"expires_on", 1767229200}}, kSent, kReceived);
     REQUIRE(life.has_value());
     CHECK(posix(life->expires_at) == 1767229200);
   }

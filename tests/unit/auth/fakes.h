@@ -194,9 +194,9 @@ inline bool same_secret(const SecretString& secret, std::string_view expected) {
 }
 
 struct UrlParts {
-  std::string base;     // scheme://host[:port]/path
-  std::string path;     // /path
-  FormFields query;     // decoded, in order, duplicates kept
+  std::string base;  // scheme://host[:port]/path
+  std::string path;  // /path
+  FormFields query;  // decoded, in order, duplicates kept
 };
 
 inline UrlParts split_url(const std::string& url) {
@@ -228,9 +228,9 @@ inline bool has_duplicate_keys(const FormFields& fields) {
 inline std::vector<std::string> header_values(const FetchRequest& req, std::string_view name) {
   std::vector<std::string> out;
   for (const auto& [k, v] : req.headers) {
-    if (k.size() == name.size() &&
-        std::equal(k.begin(), k.end(), name.begin(),
-                   [](char a, char b) { return std::tolower(a) == std::tolower(b); })) {
+    if (k.size() == name.size() && std::equal(k.begin(), k.end(), name.begin(), [](char a, char b) {
+          return std::tolower(a) == std::tolower(b);
+        })) {
       out.push_back(v);
     }
   }
@@ -239,8 +239,8 @@ inline std::vector<std::string> header_values(const FetchRequest& req, std::stri
 
 // An unsigned token-shaped string with |payload_json| as its claims ("eyJ...").
 inline std::string fake_jwt(const std::string& payload_json) {
-  return base64url_encode(R"({"typ":"JWT","alg":"RS256"})") + "." +
-         base64url_encode(payload_json) + ".c2lnbmF0dXJl";
+  return base64url_encode(R"({"typ":"JWT","alg":"RS256"})") + "." + base64url_encode(payload_json) +
+         ".c2lnbmF0dXJl";
 }
 
 // A temporary directory removed with its contents.

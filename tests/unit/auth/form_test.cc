@@ -1,6 +1,6 @@
-#include <catch2/catch.hpp>
-
 #include "auth/form.h"
+
+#include <catch2/catch.hpp>
 
 using namespace miproxy::auth;
 

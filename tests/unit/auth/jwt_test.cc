@@ -1,9 +1,9 @@
-#include <set>
+#include "auth/jwt.h"
 
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
+#include <set>
 
-#include "auth/jwt.h"
 #include "tests/unit/auth/fakes.h"
 #include "tests/unit/auth/test_certs.h"
 

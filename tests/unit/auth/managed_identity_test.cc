@@ -1,8 +1,9 @@
 // Managed-identity sources against fakes written from token-sources.md §0-§3, §5, §6, §15.
 
+#include <openssl/evp.h>
+
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
-#include <openssl/evp.h>
 
 #include "auth/jwt.h"
 #include "tests/unit/auth/fakes.h"
@@ -65,9 +66,9 @@ TEST_CASE("IMDS request: GET, api-version, encoded resource, Metadata: true", "[
   CHECK(url.base == kImdsUrl);
   CHECK(req.url.find("resource=https%3A%2F%2Fvault.azure.net") != std::string::npos);
   CHECK_FALSE(has_duplicate_keys(url.query));
-  CHECK(to_map(url.query) == std::map<std::string, std::string>{
-                                 {"api-version", "2018-02-01"},
-                                 {"resource", "https://vault.azure.net"}});
+  CHECK(to_map(url.query) ==
+        std::map<std::string, std::string>{{"api-version", "2018-02-01"},
+                                           {"resource", "https://vault.azure.net"}});
   CHECK(header_values(req, "Metadata") == std::vector<std::string>{"true"});
   check_no_forbidden_headers(req);
   CHECK(req.pinned_sha1.empty());
@@ -85,8 +86,9 @@ TEST_CASE("IMDS selectors use client_id, object_id and msi_res_id", "[auth]") {
     std::string key;
     std::string value;
   };
-  std::string rid = "/subscriptions/s/resourceGroups/g/providers/"
-                    "Microsoft.ManagedIdentity/userAssignedIdentities/fleet";
+  std::string rid =
+      "/subscriptions/s/resourceGroups/g/providers/"
+      "Microsoft.ManagedIdentity/userAssignedIdentities/fleet";
   for (const auto& c : {Case{managed(kClientId), "client_id", kClientId},
                         Case{managed("", "oid-1"), "object_id", "oid-1"},
                         Case{managed("", "", rid), "msi_res_id", rid}}) {
@@ -183,7 +185,9 @@ TEST_CASE("IMDS errors become operator words with retry advice", "[auth]") {
   out = fetch_once(h, *source, kVault);
   CHECK(out.error().retry_after == seconds{60});
 
-  h.fetcher.reply(500, R"({"error":"unknown","error_description":"Failed to retrieve token from the Active directory"})");
+  h.fetcher.reply(
+      500,
+      R"({"error":"unknown","error_description":"Failed to retrieve token from the Active directory"})");
   out = fetch_once(h, *source, kVault);
   CHECK(out.error().message ==
         "IMDS answered 500: unknown: Failed to retrieve token from the Active directory "
@@ -254,9 +258,9 @@ TEST_CASE("App Service request: X-IDENTITY-HEADER and api-version 2019-08-01", "
   UrlParts url = split_url(req.url);
   CHECK(url.base == "http://127.0.0.1:41234/msi/token");
   CHECK_FALSE(has_duplicate_keys(url.query));
-  CHECK(to_map(url.query) == std::map<std::string, std::string>{
-                                 {"api-version", "2019-08-01"},
-                                 {"resource", "https://vault.azure.net"}});
+  CHECK(to_map(url.query) ==
+        std::map<std::string, std::string>{{"api-version", "2019-08-01"},
+                                           {"resource", "https://vault.azure.net"}});
   CHECK(header_values(req, "X-IDENTITY-HEADER") ==
         std::vector<std::string>{"853b9a84-5bfa-4b22-a3f3-0b9a43d9ad8a"});
   check_no_forbidden_headers(req);
@@ -272,9 +276,9 @@ TEST_CASE("App Service selectors: client_id, principal_id, mi_res_id (never msi_
     config::Identity identity;
     std::string key;
   };
-  for (const auto& c : {Case{managed(kClientId), "client_id"},
-                        Case{managed("", "oid-1"), "principal_id"},
-                        Case{managed("", "", "/subscriptions/s/x"), "mi_res_id"}}) {
+  for (const auto& c :
+       {Case{managed(kClientId), "client_id"}, Case{managed("", "oid-1"), "principal_id"},
+        Case{managed("", "", "/subscriptions/s/x"), "mi_res_id"}}) {
     Harness h;
     app_service_env(h);
     auto source = build_source(h, c.identity);
@@ -291,7 +295,9 @@ TEST_CASE("App Service errors: statusCode/message/correlationId and its retry se
   Harness h;
   app_service_env(h);
   auto source = build_source(h, managed());
-  h.fetcher.reply(400, R"({"statusCode":400,"message":"Unable to load the proper Managed Identity.","correlationId":"7f1c2a3b-0000-4000-8000-000000000001"})");
+  h.fetcher.reply(
+      400,
+      R"({"statusCode":400,"message":"Unable to load the proper Managed Identity.","correlationId":"7f1c2a3b-0000-4000-8000-000000000001"})");
   auto out = fetch_once(h, *source, kVault);
   CHECK(out.error().message ==
         "App Service answered 400: Unable to load the proper Managed Identity. (correlation_id "
@@ -334,10 +340,10 @@ TEST_CASE("legacy MSI_ENDPOINT+MSI_SECRET: secret header, 2017-09-01, clientid",
   const FetchRequest& req = h.fetcher.requests.at(0);
   UrlParts url = split_url(req.url);
   CHECK(url.base == "http://127.0.0.1:41235/MSI/token/");
-  CHECK(to_map(url.query) == std::map<std::string, std::string>{
-                                 {"api-version", "2017-09-01"},
-                                 {"resource", "https://vault.azure.net"},
-                                 {"clientid", kClientId}});
+  CHECK(to_map(url.query) ==
+        std::map<std::string, std::string>{{"api-version", "2017-09-01"},
+                                           {"resource", "https://vault.azure.net"},
+                                           {"clientid", kClientId}});
   CHECK(header_values(req, "secret") == std::vector<std::string>{"legacy-secret"});
   check_no_forbidden_headers(req);
   REQUIRE(out.ok());
@@ -349,17 +355,17 @@ TEST_CASE("legacy 2017 expires_on in each date form and as POSIX string", "[auth
     const char* expires_on;
     int64_t expected;
   };
-  for (const auto& c : {Case{"11/05/2021 15:18:31 +00:00", 1636125511},
-                        Case{"1/10/2020 8:01:28 AM +00:00", 1578643288},
-                        Case{"1/10/2020 8:01:28 PM +00:00", 1578686488},
-                        Case{"1578643288", 1578643288}}) {
+  for (const auto& c :
+       {Case{"11/05/2021 15:18:31 +00:00", 1636125511},
+        Case{"1/10/2020 8:01:28 AM +00:00", 1578643288},
+        Case{"1/10/2020 8:01:28 PM +00:00", 1578686488}, Case{"1578643288", 1578643288}}) {
     Harness h;
     h.now = Clock::time_point{seconds{1500000000}};
     h.env["MSI_ENDPOINT"] = "http://127.0.0.1:41235/MSI/token/";
     h.env["MSI_SECRET"] = "legacy-secret";
     auto source = build_source(h, managed());
-    h.fetcher.reply(200, std::string(R"({"access_token":"t","expires_on":")") + c.expires_on +
-                             "\"}");
+    h.fetcher.reply(200,
+                    std::string(R"({"access_token":"t","expires_on":")") + c.expires_on + "\"}");
     auto out = fetch_once(h, *source, kVault);
     INFO(c.expires_on);
     REQUIRE(out.ok());
@@ -367,8 +373,7 @@ TEST_CASE("legacy 2017 expires_on in each date form and as POSIX string", "[auth
   }
 }
 
-TEST_CASE("legacy 2017: Azure ML default identity, and no object or resource selector",
-          "[auth]") {
+TEST_CASE("legacy 2017: Azure ML default identity, and no object or resource selector", "[auth]") {
   Harness h;
   h.env["MSI_ENDPOINT"] = "http://127.0.0.1:41235/MSI/token/";
   h.env["MSI_SECRET"] = "legacy-secret";
@@ -389,7 +394,8 @@ namespace {
 void service_fabric_env(Harness& h) {
   h.env["IDENTITY_ENDPOINT"] = "https://localhost:2377/metadata/identity/oauth2/token";
   h.env["IDENTITY_HEADER"] = "sf-secret";
-  h.env["IDENTITY_SERVER_THUMBPRINT"] = "ab:cd:ef:01:23:45:67:89:AB:CD:EF:01:23:45:67:89:ab:cd:ef:01";
+  h.env["IDENTITY_SERVER_THUMBPRINT"] =
+      "ab:cd:ef:01:23:45:67:89:AB:CD:EF:01:23:45:67:89:ab:cd:ef:01";
 }
 
 }  // namespace
@@ -400,15 +406,17 @@ TEST_CASE("Service Fabric request: Secret header, pinned thumbprint, api-version
   auto source = build_source(h, managed());
   CHECK(source->name() == "service_fabric");
   CHECK(source->supports_claims());
-  h.fetcher.reply(200, R"({"token_type":"Bearer","access_token":"sf-token","expires_on":1767229200,"resource":"https://vault.azure.net/"})");
+  h.fetcher.reply(
+      200,
+      R"({"token_type":"Bearer","access_token":"sf-token","expires_on":1767229200,"resource":"https://vault.azure.net/"})");
   auto out = fetch_once(h, *source, "https://vault.azure.net//.default");
   const FetchRequest& req = h.fetcher.requests.at(0);
   CHECK(req.method == "GET");
   UrlParts url = split_url(req.url);
   CHECK(url.base == "https://localhost:2377/metadata/identity/oauth2/token");
-  CHECK(to_map(url.query) == std::map<std::string, std::string>{
-                                 {"api-version", "2019-07-01-preview"},
-                                 {"resource", "https://vault.azure.net/"}});
+  CHECK(to_map(url.query) ==
+        std::map<std::string, std::string>{{"api-version", "2019-07-01-preview"},
+                                           {"resource", "https://vault.azure.net/"}});
   CHECK(header_values(req, "Secret") == std::vector<std::string>{"sf-secret"});
   CHECK(header_values(req, "Accept") == std::vector<std::string>{"application/json"});
   CHECK(header_values(req, "X-IDENTITY-HEADER").empty());
@@ -424,12 +432,13 @@ TEST_CASE("Service Fabric request: Secret header, pinned thumbprint, api-version
   CHECK(posix(out.token().expires_at) == 1767229300);
 }
 
-TEST_CASE("Service Fabric errors: nested error object, 429/5xx retryable, 404 never",
-          "[auth]") {
+TEST_CASE("Service Fabric errors: nested error object, 429/5xx retryable, 404 never", "[auth]") {
   Harness h;
   service_fabric_env(h);
   auto source = build_source(h, managed());
-  h.fetcher.reply(404, R"({"error":{"correlationId":"c-1","code":"ManagedIdentityNotFound","message":"No identity."}})");
+  h.fetcher.reply(
+      404,
+      R"({"error":{"correlationId":"c-1","code":"ManagedIdentityNotFound","message":"No identity."}})");
   auto out = fetch_once(h, *source, kVault);
   CHECK(out.error().message ==
         "Service Fabric answered 404: ManagedIdentityNotFound: No identity. (correlation_id c-1) "
@@ -481,7 +490,9 @@ TEST_CASE("Cloud Shell request: POST form body, Metadata: true, no query", "[aut
   h.env["MSI_ENDPOINT"] = "http://localhost:50342/oauth2/token";
   auto source = build_source(h, managed());
   CHECK(source->name() == "cloud_shell");
-  h.fetcher.reply(200, R"({"access_token":"cs","expires_in":"3599","expires_on":"1767229199","not_before":"1767225600","resource":"https://management.azure.com/","token_type":"Bearer"})");
+  h.fetcher.reply(
+      200,
+      R"({"access_token":"cs","expires_in":"3599","expires_on":"1767229199","not_before":"1767225600","resource":"https://management.azure.com/","token_type":"Bearer"})");
   auto out = fetch_once(h, *source, "https://management.azure.com//.default");
   const FetchRequest& req = h.fetcher.requests.at(0);
   CHECK(req.method == "POST");
@@ -505,13 +516,20 @@ TEST_CASE("managed identity detection follows section 0.3", "[auth]") {
     std::string expected;
   };
   std::vector<Case> cases = {
-      {{{"IDENTITY_ENDPOINT", "https://x"}, {"IDENTITY_HEADER", "h"},
-        {"IDENTITY_SERVER_THUMBPRINT", "t"}, {"MSI_ENDPOINT", "m"}, {"MSI_SECRET", "s"}},
+      {{{"IDENTITY_ENDPOINT", "https://x"},
+        {"IDENTITY_HEADER", "h"},
+        {"IDENTITY_SERVER_THUMBPRINT", "t"},
+        {"MSI_ENDPOINT", "m"},
+        {"MSI_SECRET", "s"}},
        "service_fabric"},
-      {{{"IDENTITY_ENDPOINT", "http://x"}, {"IDENTITY_HEADER", "h"}, {"MSI_ENDPOINT", "m"},
-        {"MSI_SECRET", "s"}, {"IMDS_ENDPOINT", "i"}},
+      {{{"IDENTITY_ENDPOINT", "http://x"},
+        {"IDENTITY_HEADER", "h"},
+        {"MSI_ENDPOINT", "m"},
+        {"MSI_SECRET", "s"},
+        {"IMDS_ENDPOINT", "i"}},
        "app_service"},
-      {{{"MSI_ENDPOINT", "m"}, {"MSI_SECRET", "s"}, {"IDENTITY_ENDPOINT", "e"}}, "app_service_2017"},
+      {{{"MSI_ENDPOINT", "m"}, {"MSI_SECRET", "s"}, {"IDENTITY_ENDPOINT", "e"}},
+       "app_service_2017"},
       {{{"MSI_ENDPOINT", "m"}, {"IDENTITY_ENDPOINT", "e"}, {"IMDS_ENDPOINT", "i"}}, "cloud_shell"},
       {{{"IDENTITY_ENDPOINT", "http://localhost:40342/metadata/identity/oauth2/token"},
         {"IMDS_ENDPOINT", "http://localhost:40342"}},
@@ -540,9 +558,12 @@ TEST_CASE("Arc is detected by its agent binary, and source forces a kind", "[aut
   CHECK((*arc)->name() == "arc");
 
   h.env["MSI_ENDPOINT"] = "http://localhost:50342/oauth2/token";
-  for (auto [forced, expected] : std::vector<std::pair<std::string, std::string>>{
-           {"imds", "imds"}, {"app_service", "app_service"}, {"arc", "arc"},
-           {"service_fabric", "service_fabric"}, {"cloud_shell", "cloud_shell"}}) {
+  for (auto [forced, expected] :
+       std::vector<std::pair<std::string, std::string>>{{"imds", "imds"},
+                                                        {"app_service", "app_service"},
+                                                        {"arc", "arc"},
+                                                        {"service_fabric", "service_fabric"},
+                                                        {"cloud_shell", "cloud_shell"}}) {
     config::Identity id = managed();
     id.source = forced;
     CHECK(build_source(h, id)->name() == expected);

@@ -8,12 +8,16 @@ using namespace miproxy::auth;
 using namespace miproxy::auth::detail;
 
 TEST_CASE("error bodies of each managed-identity shape become words", "[auth]") {
-  CHECK(describe_error_body(R"({"error":"invalid_request","error_description":"Identity not found"})") ==
+  CHECK(describe_error_body(
+            R"({"error":"invalid_request","error_description":"Identity not found"})") ==
         "invalid_request: Identity not found");
-  CHECK(describe_error_body(R"({"statusCode":400,"message":"Unable to load.","correlationId":"c"})") ==
+  CHECK(describe_error_body(
+            R"({"statusCode":400,"message":"Unable to load.","correlationId":"c"})") ==
         "Unable to load. (correlation_id c)");
-  CHECK(describe_error_body(R"({"error":{"code":"SecretHeaderNotFound","message":"Secret is not found in the request headers.","correlationId":"g"}})") ==
-        "SecretHeaderNotFound: Secret is not found in the request headers. (correlation_id g)");
+  CHECK(
+      describe_error_body(
+          R"({"error":{"code":"SecretHeaderNotFound","message":"Secret is not found in the request headers.","correlationId":"g"}})") ==
+      "SecretHeaderNotFound: Secret is not found in the request headers. (correlation_id g)");
   CHECK(describe_error_body(R"({"error":"bad_request_102"})") == "bad_request_102");
   CHECK(describe_error_body("") == "");
   // JSON without error fields is never echoed (it may hold a token).
