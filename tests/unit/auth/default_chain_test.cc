@@ -137,3 +137,33 @@ TEST_CASE("default: a member whose configuration is broken fails the chain", "[a
             0) == 0);
   CHECK(h.fetcher.requests.empty());
 }
+
+TEST_CASE("a source destroyed while its request is out still answers exactly once", "[auth]") {
+  std::vector<config::Identity> identities;
+  identities.push_back(default_identity());
+  config::Identity mi;
+  mi.type = config::Identity::Type::MANAGED_IDENTITY;
+  identities.push_back(mi);
+  config::Identity wi;
+  wi.type = config::Identity::Type::WORKLOAD_IDENTITY;
+  wi.tenant_id = "tenant-1";
+  wi.client_id = "client-1";
+  identities.push_back(wi);
+  for (const auto& id : identities) {
+    Harness h;
+    TempDir dir;
+    h.env["AZURE_FEDERATED_TOKEN_FILE"] = dir.write("token", "federated");
+    auto source = build_source(h, id);
+    h.fetcher.reply(200, id.type == config::Identity::Type::WORKLOAD_IDENTITY ? kEntraOk : kImdsOk);
+    int calls = 0;
+    bool ok = false;
+    source->fetch(kScope, "", [&](SourceResult r) {
+      ++calls;
+      ok = r.has_value();
+    });
+    source.reset();
+    h.run();
+    CHECK(calls == 1);
+    CHECK(ok);
+  }
+}
