@@ -14,11 +14,22 @@ namespace {
 
 // Variables `az` needs to find its Python, its profile and the network; nothing else of the
 // proxy's environment is passed on.
-constexpr const char* kPassThrough[] = {
-    "PATH",        "HOME",        "USER",          "LOGNAME",     "LANG",
-    "LC_ALL",      "TMPDIR",      "AZURE_CONFIG_DIR", "AZURE_EXTENSION_DIR",
-    "REQUESTS_CA_BUNDLE", "HTTPS_PROXY", "HTTP_PROXY", "NO_PROXY", "https_proxy",
-    "http_proxy",  "no_proxy"};
+constexpr const char* kPassThrough[] = {"PATH",
+                                        "HOME",
+                                        "USER",
+                                        "LOGNAME",
+                                        "LANG",
+                                        "LC_ALL",
+                                        "TMPDIR",
+                                        "AZURE_CONFIG_DIR",
+                                        "AZURE_EXTENSION_DIR",
+                                        "REQUESTS_CA_BUNDLE",
+                                        "HTTPS_PROXY",
+                                        "HTTP_PROXY",
+                                        "NO_PROXY",
+                                        "https_proxy",
+                                        "http_proxy",
+                                        "no_proxy"};
 
 bool valid_scope(std::string_view scope) {
   if (scope.empty()) {
@@ -63,8 +74,7 @@ SourceResult parse_cli_output(const std::string& out) {
     }
   }
   if (!expires) {
-    return std::unexpected(
-        make_error("Azure CLI output has no usable expires_on or expiresOn"));
+    return std::unexpected(make_error("Azure CLI output has no usable expires_on or expiresOn"));
   }
   TokenData data;
   data.access_token = SecretString(token->get<std::string>());
@@ -107,8 +117,8 @@ class AzureCliSource : public TokenSource {
                        "digits and .-:/_)")));
       return;
     }
-    std::vector<std::string> argv = {az,       "account", "get-access-token", "--output",
-                                     "json",   "--scope", scope};
+    std::vector<std::string> argv = {az,        "account", "get-access-token", "--output", "json",
+                                     "--scope", scope};
     if (!tenant_.empty()) {
       argv.push_back("--tenant");
       argv.push_back(tenant_);
@@ -149,9 +159,9 @@ class AzureCliSource : public TokenSource {
               detail.resize(300);
               detail += "...";
             }
-            done(std::unexpected(make_error(
-                "Azure CLI failed (exit " + std::to_string(result.exit_code) + ")" +
-                (detail.empty() ? std::string() : ": " + detail))));
+            done(std::unexpected(make_error("Azure CLI failed (exit " +
+                                            std::to_string(result.exit_code) + ")" +
+                                            (detail.empty() ? std::string() : ": " + detail))));
             return;
           }
           SourceResult parsed = parse_cli_output(result.out);

@@ -22,8 +22,7 @@ struct ChainState {
 
 class DefaultChain : public TokenSource {
  public:
-  explicit DefaultChain(std::vector<Member> members)
-      : state_(std::make_shared<ChainState>()) {
+  explicit DefaultChain(std::vector<Member> members) : state_(std::make_shared<ChainState>()) {
     state_->members = std::move(members);
   }
 
@@ -40,8 +39,7 @@ class DefaultChain : public TokenSource {
 
  private:
   static void step(std::shared_ptr<ChainState> state, size_t index, std::string skipped,
-                   std::string scope, std::string claims,
-                   std::function<void(SourceResult)> done) {
+                   std::string scope, std::string claims, std::function<void(SourceResult)> done) {
     if (index == state->members.size()) {
       // Reached only from a member's callback, so never inline.
       done(std::unexpected(make_unavailable("default: no source applies: " + skipped)));
@@ -49,8 +47,8 @@ class DefaultChain : public TokenSource {
     }
     TokenSource* source = state->members[index].source.get();
     source->fetch(scope, claims,
-                  [state, index, skipped, scope, claims, done = std::move(done)](
-                      SourceResult result) mutable {
+                  [state, index, skipped, scope, claims,
+                   done = std::move(done)](SourceResult result) mutable {
                     const Member& member = state->members[index];
                     if (result) {
                       state->last_source = member.source->name();
@@ -103,9 +101,9 @@ std::unique_ptr<TokenSource> environment_member(const config::Identity& identity
   }
   auto source = make_entra_source(s, deps);
   if (!source) {
-    return make_failing_source(s.kind == EntraKind::CLIENT_SECRET ? "client_secret"
-                                                                  : "client_certificate",
-                               make_error("environment: " + source.error()), deps);
+    return make_failing_source(
+        s.kind == EntraKind::CLIENT_SECRET ? "client_secret" : "client_certificate",
+        make_error("environment: " + source.error()), deps);
   }
   return std::move(*source);
 }
@@ -119,27 +117,23 @@ std::expected<std::unique_ptr<TokenSource>, std::string> make_default_chain(
 
   EntraSettings wi = workload_identity_settings(identity, deps);
   auto wi_source = make_entra_source(wi, deps);
-  members.push_back({"workload_identity",
-                     wi_source ? std::move(*wi_source)
-                               : make_failing_source("workload_identity",
-                                                     make_error("workload identity: " +
-                                                                wi_source.error()),
-                                                     deps)});
+  members.push_back(
+      {"workload_identity",
+       wi_source ? std::move(*wi_source)
+                 : make_failing_source("workload_identity", make_error(wi_source.error()), deps)});
 
   config::Identity mi = identity;
   mi.type = config::Identity::Type::MANAGED_IDENTITY;
   auto mi_source = make_managed_identity_source(mi, deps, /*selector_from_env=*/true);
-  members.push_back({"managed_identity",
-                     mi_source ? std::move(*mi_source)
-                               : make_failing_source("managed_identity",
-                                                     make_error("managed identity: " +
-                                                                mi_source.error()),
-                                                     deps)});
+  members.push_back(
+      {"managed_identity",
+       mi_source ? std::move(*mi_source)
+                 : make_failing_source("managed_identity", make_error(mi_source.error()), deps)});
 
   auto cli = make_azure_cli_source(identity, deps);
-  members.push_back({"azure_cli", cli ? std::move(*cli)
-                                      : make_failing_source("azure_cli",
-                                                            make_unavailable(cli.error()), deps)});
+  members.push_back(
+      {"azure_cli", cli ? std::move(*cli)
+                        : make_failing_source("azure_cli", make_unavailable(cli.error()), deps)});
   return std::make_unique<DefaultChain>(std::move(members));
 }
 

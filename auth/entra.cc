@@ -51,27 +51,26 @@ class EntraSource : public TokenSource {
     Clock::time_point sent = deps_.now();
     auto now = deps_.now;
     std::string context = "client_id " + settings_.client_id + ", tenant " + settings_.tenant_id;
-    deps_.fetcher->fetch(std::move(*request), [now, sent, context, done = std::move(done)](
-                                                  FetchResult result) {
-      if (!result) {
-        done(std::unexpected(transport_error("Entra ID", result.error(), context)));
-        return;
-      }
-      Clock::time_point received = now();
-      if (result->status != 200) {
-        done(std::unexpected(entra_error(*result, received, context)));
-        return;
-      }
-      done(parse_token_body("Entra ID", *result, "access_token", sent, received));
-    });
+    deps_.fetcher->fetch(
+        std::move(*request), [now, sent, context, done = std::move(done)](FetchResult result) {
+          if (!result) {
+            done(std::unexpected(transport_error("Entra ID", result.error(), context)));
+            return;
+          }
+          Clock::time_point received = now();
+          if (result->status != 200) {
+            done(std::unexpected(entra_error(*result, received, context)));
+            return;
+          }
+          done(parse_token_body("Entra ID", *result, "access_token", sent, received));
+        });
   }
 
  private:
   std::expected<FetchRequest, SourceError> build_request(const std::string& scope,
                                                          const std::string& claims) const {
-    FormFields form = {{"grant_type", "client_credentials"},
-                       {"client_id", settings_.client_id},
-                       {"scope", scope}};
+    FormFields form = {
+        {"grant_type", "client_credentials"}, {"client_id", settings_.client_id}, {"scope", scope}};
     switch (settings_.kind) {
       case EntraKind::WORKLOAD_IDENTITY: {
         auto token = read_small_file(settings_.file, kMaxFileBytes);
@@ -103,8 +102,7 @@ class EntraSource : public TokenSource {
           }
           secret = trim_trailing_whitespace(std::move(*read));
           if (secret.empty()) {
-            return std::unexpected(
-                make_error("client secret: " + settings_.file + " is empty"));
+            return std::unexpected(make_error("client secret: " + settings_.file + " is empty"));
           }
         }
         form.emplace_back("client_secret", std::move(secret));
@@ -160,8 +158,8 @@ class EntraSource : public TokenSource {
 
 }  // namespace
 
-std::expected<std::unique_ptr<TokenSource>, std::string> make_entra_source(
-    EntraSettings settings, const SourceDeps& deps) {
+std::expected<std::unique_ptr<TokenSource>, std::string> make_entra_source(EntraSettings settings,
+                                                                           const SourceDeps& deps) {
   std::string token_url;
   if (settings.unavailable_reason.empty()) {
     auto authority = normalise_authority(
@@ -177,11 +175,10 @@ std::expected<std::unique_ptr<TokenSource>, std::string> make_entra_source(
       return std::unexpected(std::string("client_id is required"));
     }
     if (settings.file.empty() && settings.secret_env.empty()) {
-      return std::unexpected(std::string(settings.kind == EntraKind::CLIENT_CERTIFICATE
-                                             ? "certificate_file is required"
-                                         : settings.kind == EntraKind::CLIENT_SECRET
-                                             ? "secret_file is required"
-                                             : "federated token file is required"));
+      return std::unexpected(std::string(
+          settings.kind == EntraKind::CLIENT_CERTIFICATE ? "certificate_file is required"
+          : settings.kind == EntraKind::CLIENT_SECRET    ? "secret_file is required"
+                                                         : "federated token file is required"));
     }
     // Exactly one '/' between the parts, whatever the authority ended with.
     token_url = *authority + "/" + settings.tenant_id + "/oauth2/v2.0/token";
@@ -189,8 +186,7 @@ std::expected<std::unique_ptr<TokenSource>, std::string> make_entra_source(
   return std::make_unique<EntraSource>(std::move(settings), std::move(token_url), deps);
 }
 
-EntraSettings workload_identity_settings(const config::Identity& identity,
-                                         const SourceDeps& deps) {
+EntraSettings workload_identity_settings(const config::Identity& identity, const SourceDeps& deps) {
   EntraSettings s;
   s.kind = EntraKind::WORKLOAD_IDENTITY;
   s.file = identity.federated_token_file.empty() ? deps.getenv("AZURE_FEDERATED_TOKEN_FILE")

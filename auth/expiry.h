@@ -6,17 +6,17 @@
 // decimal string), RFC 3339 (any number of fractional digits, "Z" or an offset, or no zone =
 // UTC, so "yyyy-MM-dd HH:mm:ss" is covered), "M/d/yyyy h:mm:ss [AM|PM] [+hh:mm]" (App Service
 // 2017) and RFC 1123. The Azure CLI's `expiresOn` is local time and has its own parser.
-// Limits from the C++ SDK: relative values 0..2^31-1 s, absolute instants up to year 9999;
+// Limits from the C++ SDK: relative values 0..2^31-1 s, absolute instants up to year 9999 (in
+// effect April 2262, where Clock ends);
 // negative numbers, signs, leading zeros and garbage are rejected. Nothing is ever guessed.
 
 #include <chrono>
 #include <cstdint>
 #include <expected>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <string_view>
-
-#include <nlohmann/json.hpp>
 
 #include "auth/token.h"
 

@@ -4,8 +4,8 @@ namespace miproxy::auth {
 namespace {
 
 bool is_unreserved(unsigned char c) {
-  return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-         c == '-' || c == '.' || c == '_' || c == '~';
+  return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' ||
+         c == '.' || c == '_' || c == '~';
 }
 
 int hex_value(char c) {
@@ -91,7 +91,8 @@ std::optional<FormFields> parse_form(std::string_view text) {
         text.substr(start, amp == std::string_view::npos ? std::string_view::npos : amp - start);
     size_t eq = part.find('=');
     auto key = url_decode(part.substr(0, eq));
-    auto value = url_decode(eq == std::string_view::npos ? std::string_view() : part.substr(eq + 1));
+    auto value =
+        url_decode(eq == std::string_view::npos ? std::string_view() : part.substr(eq + 1));
     if (!key || !value) {
       return std::nullopt;
     }

@@ -20,8 +20,8 @@ std::string encode(std::string_view bytes, const char* alphabet, bool pad) {
   out.reserve((bytes.size() + 2) / 3 * 4);
   size_t i = 0;
   while (i + 3 <= bytes.size()) {
-    uint32_t v = (static_cast<uint8_t>(bytes[i]) << 16) | (static_cast<uint8_t>(bytes[i + 1]) << 8) |
-                 static_cast<uint8_t>(bytes[i + 2]);
+    uint32_t v = (static_cast<uint8_t>(bytes[i]) << 16) |
+                 (static_cast<uint8_t>(bytes[i + 1]) << 8) | static_cast<uint8_t>(bytes[i + 2]);
     out.push_back(alphabet[(v >> 18) & 63]);
     out.push_back(alphabet[(v >> 12) & 63]);
     out.push_back(alphabet[(v >> 6) & 63]);
@@ -294,13 +294,13 @@ std::expected<SecretString, std::string> make_client_assertion(const ClientCerti
   payload["nbf"] = now;
   payload["iat"] = now;
   payload["exp"] = now + 600;
-  std::string signing_input = base64url_encode(header.dump()) + "." + base64url_encode(payload.dump());
+  std::string signing_input =
+      base64url_encode(header.dump()) + "." + base64url_encode(payload.dump());
 
   ERR_clear_error();
   std::unique_ptr<EVP_MD_CTX, MdCtxDeleter> ctx(EVP_MD_CTX_new());
   size_t sig_len = 0;
-  if (!ctx ||
-      EVP_DigestSignInit(ctx.get(), nullptr, EVP_sha256(), nullptr, cert.key.get()) != 1 ||
+  if (!ctx || EVP_DigestSignInit(ctx.get(), nullptr, EVP_sha256(), nullptr, cert.key.get()) != 1 ||
       EVP_DigestSign(ctx.get(), nullptr, &sig_len,
                      reinterpret_cast<const unsigned char*>(signing_input.data()),
                      signing_input.size()) != 1) {

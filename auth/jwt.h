@@ -55,8 +55,8 @@ struct PkeyDeleter {
 // A certificate credential: the certificate whose public key matches the private key, the
 // other certificates of the file (chain, in file order) and the RSA private key.
 struct ClientCertificate {
-  std::string der;                       // leaf certificate, DER
-  std::vector<std::string> chain_der;    // the other certificates, DER
+  std::string der;                     // leaf certificate, DER
+  std::vector<std::string> chain_der;  // the other certificates, DER
   std::unique_ptr<EVP_PKEY, PkeyDeleter> key;
 };
 
@@ -66,10 +66,10 @@ struct ClientCertificate {
 std::expected<ClientCertificate, std::string> parse_client_certificate(std::string_view pem);
 
 struct AssertionInput {
-  std::string client_id;   // iss and sub
-  std::string audience;    // aud: the exact token endpoint URL
-  Clock::time_point now;   // nbf and iat; exp = now + 600 s
-  std::string jti;         // a fresh GUID per assertion
+  std::string client_id;                // iss and sub
+  std::string audience;                 // aud: the exact token endpoint URL
+  Clock::time_point now;                // nbf and iat; exp = now + 600 s
+  std::string jti;                      // a fresh GUID per assertion
   bool send_certificate_chain = false;  // adds x5c (leaf first, then the chain)
 };
 

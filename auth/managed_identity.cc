@@ -3,6 +3,7 @@
 // and Cloud Shell. One class; the kind decides the request shape and the retry rule.
 
 #include <fcntl.h>
+#include <openssl/evp.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -10,8 +11,6 @@
 #include <cstring>
 #include <filesystem>
 #include <map>
-
-#include <openssl/evp.h>
 
 #include "auth/form.h"
 #include "auth/jwt.h"
@@ -230,9 +229,7 @@ class ManagedIdentitySource : public TokenSource {
       : state_(std::make_shared<State>(State{std::move(settings), std::move(deps), {}})) {}
 
   const std::string& name() const override { return state_->settings.name; }
-  bool supports_claims() const override {
-    return state_->settings.kind == Kind::SERVICE_FABRIC;
-  }
+  bool supports_claims() const override { return state_->settings.kind == Kind::SERVICE_FABRIC; }
 
   void fetch(const std::string& scope, const std::string& claims,
              std::function<void(SourceResult)> done) override {
@@ -242,17 +239,17 @@ class ManagedIdentitySource : public TokenSource {
       return;
     }
     auto state = state_;
-    Clock::time_point sent = state->deps.now();
     if (state->settings.kind == Kind::ARC) {
       FetchRequest first = *request;
       state->deps.fetcher->fetch(
-          std::move(first), [state, request = *request, sent, scope,
-                             done = std::move(done)](FetchResult result) mutable {
+          std::move(first),
+          [state, request = *request, scope, done = std::move(done)](FetchResult result) mutable {
             arc_challenge_answered(state, std::move(request), scope, std::move(result),
                                    std::move(done));
           });
       return;
     }
+    Clock::time_point sent = state->deps.now();
     state->deps.fetcher->fetch(std::move(*request),
                                [state, sent, scope, done = std::move(done)](FetchResult result) {
                                  done(finish(*state, scope, sent, std::move(result)));
@@ -395,8 +392,7 @@ class ManagedIdentitySource : public TokenSource {
         }
         req.method = "POST";
         req.url = url;
-        req.headers = {{"Metadata", "true"},
-                       {"Content-Type", "application/x-www-form-urlencoded"}};
+        req.headers = {{"Metadata", "true"}, {"Content-Type", "application/x-www-form-urlencoded"}};
         req.body = form_encode({{"resource", resource}});
         break;
       }
@@ -546,14 +542,16 @@ std::expected<std::unique_ptr<TokenSource>, std::string> make_managed_identity_s
       case Kind::SERVICE_FABRIC:
         return std::unexpected(
             "Service Fabric cannot select a user-assigned identity; the application's "
-            "configuration fixes it" + given);
+            "configuration fixes it" +
+            given);
       case Kind::CLOUD_SHELL:
         return std::unexpected("Cloud Shell cannot select a user-assigned identity" + given);
       case Kind::APP_SERVICE_2017:
         if (sel.kind != SelectorKind::CLIENT_ID) {
           return std::unexpected(
               "App Service 2017 (MSI_ENDPOINT) can select a user-assigned identity only by "
-              "client_id" + given);
+              "client_id" +
+              given);
         }
         break;
       default:

@@ -20,8 +20,8 @@ std::expected<std::unique_ptr<TokenSource>, std::string> make_source(
       return detail::make_managed_identity_source(identity, deps, /*selector_from_env=*/false);
     case Type::WORKLOAD_IDENTITY: {
       if (!deps.getenv("AZURE_KUBERNETES_TOKEN_PROXY").empty()) {
-        return std::unexpected(std::string(
-            "AKS identity bindings (AZURE_KUBERNETES_TOKEN_PROXY) are not supported"));
+        return std::unexpected(
+            std::string("AKS identity bindings (AZURE_KUBERNETES_TOKEN_PROXY) are not supported"));
       }
       return detail::make_entra_source(detail::workload_identity_settings(identity, deps), deps);
     }

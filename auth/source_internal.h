@@ -23,6 +23,7 @@ bool iequals(std::string_view a, std::string_view b);
 std::string scope_to_resource(const std::string& scope);
 
 // Replaces JWT-looking runs ("eyJ...") and any run of 40 or more base64/base64url characters
+// (between "/" and "." separators)
 // by "[redacted]", and control characters by spaces, so endpoint or CLI text can be shown.
 std::string redact_token_like(std::string_view text);
 
@@ -67,8 +68,7 @@ void defer_result(const SourceDeps& deps, std::function<void(SourceResult)> done
                   SourceResult result);
 
 // Reads a regular file of at most |max_bytes|. Error text names the path and errno words.
-std::expected<std::string, std::string> read_small_file(const std::string& path,
-                                                        size_t max_bytes);
+std::expected<std::string, std::string> read_small_file(const std::string& path, size_t max_bytes);
 
 // "https://login.microsoftonline.com/" -> "https://login.microsoftonline.com"; errors when not
 // https or without a host.
@@ -97,16 +97,15 @@ struct EntraSettings {
   // WORKLOAD_IDENTITY: the federated token file; CLIENT_SECRET: the secret file (unless
   // secret_env is set); CLIENT_CERTIFICATE: the PEM file.
   std::string file;
-  std::string secret_env;      // CLIENT_SECRET from the environment (AZURE_CLIENT_SECRET)
+  std::string secret_env;  // CLIENT_SECRET from the environment (AZURE_CLIENT_SECRET)
   bool send_certificate_chain = false;
   // When not empty, every fetch fails with this, marked unavailable (missing variables).
   std::string unavailable_reason;
 };
-std::expected<std::unique_ptr<TokenSource>, std::string> make_entra_source(
-    EntraSettings settings, const SourceDeps& deps);
+std::expected<std::unique_ptr<TokenSource>, std::string> make_entra_source(EntraSettings settings,
+                                                                           const SourceDeps& deps);
 // Workload identity settings from |identity| and the AZURE_* variables.
-EntraSettings workload_identity_settings(const config::Identity& identity,
-                                         const SourceDeps& deps);
+EntraSettings workload_identity_settings(const config::Identity& identity, const SourceDeps& deps);
 
 std::expected<std::unique_ptr<TokenSource>, std::string> make_azure_cli_source(
     const config::Identity& identity, const SourceDeps& deps);

@@ -4,7 +4,6 @@
 
 #include <cerrno>
 #include <cstring>
-
 #include <nlohmann/json.hpp>
 
 #include "auth/expiry.h"
@@ -18,7 +17,7 @@ char lower(char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' +
 
 bool is_token_char(char c) {
   return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' ||
-         c == '_' || c == '+' || c == '=' || c == '.' || c == '~' || c == '/';
+         c == '_' || c == '+' || c == '.' || c == '~' || c == '/';
 }
 
 std::string string_field(const nlohmann::json& obj, const char* key) {
@@ -114,7 +113,8 @@ std::string redact_token_like(std::string_view text) {
       std::string_view run = text.substr(i, j - i);
       // A JWT anywhere in the run ("eyJ" starts every base64url JSON object), or a long opaque
       // run (secrets, opaque tokens). Paths and GUIDs stay readable.
-      bool jwt = run.find("eyJ") != std::string_view::npos && run.find('.') != std::string_view::npos;
+      bool jwt =
+          run.find("eyJ") != std::string_view::npos && run.find('.') != std::string_view::npos;
       size_t longest = 0;
       size_t current = 0;
       for (char c : run) {
@@ -180,7 +180,9 @@ std::string describe_error_body(std::string_view body) {
       }
     }
   }
-  if (detail.empty()) {
+  // A JSON body without the known error fields is not echoed: it may carry a token (a 200 where
+  // a challenge was expected). Other text (an HTML error page) is shown, shortened and redacted.
+  if (detail.empty() && json.is_discarded()) {
     detail = trim_whitespace(body);
     if (detail.size() > 200) {
       detail.resize(200);
@@ -218,8 +220,8 @@ SourceError entra_error(const FetchResponse& response, Clock::time_point now,
     std::string code = string_field(json, "error");
     std::string description = first_line(string_field(json, "error_description"));
     std::string aadsts;
-    if (auto it = json.find("error_codes"); it != json.end() && it->is_array() && !it->empty() &&
-                                             (*it)[0].is_number_integer()) {
+    if (auto it = json.find("error_codes");
+        it != json.end() && it->is_array() && !it->empty() && (*it)[0].is_number_integer()) {
       aadsts = "AADSTS" + std::to_string((*it)[0].get<int64_t>());
     }
     if (!code.empty()) {
@@ -261,8 +263,8 @@ SourceError entra_error(const FetchResponse& response, Clock::time_point now,
 SourceError transport_error(std::string_view label, const FetchError& fetch_error,
                             std::string_view context) {
   SourceError error;
-  error.message = with_context(std::string(label) + " request failed: " + fetch_error.message,
-                               context);
+  error.message =
+      with_context(std::string(label) + " request failed: " + fetch_error.message, context);
   switch (fetch_error.kind) {
     case FetchError::Kind::DNS:
     case FetchError::Kind::CONNECT:
@@ -284,25 +286,26 @@ SourceResult parse_token_body(std::string_view label, const FetchResponse& respo
                               Clock::time_point now) {
   auto json = nlohmann::json::parse(response.body, nullptr, false);
   if (json.is_discarded() || !json.is_object()) {
-    SourceError error = make_error(std::string(label) + " answered " +
-                                   std::to_string(response.status) + " with a body that is not a "
-                                   "JSON object");
+    SourceError error =
+        make_error(std::string(label) + " answered " + std::to_string(response.status) +
+                   " with a body that is not a "
+                   "JSON object");
     error.http_status = response.status;
     return std::unexpected(error);
   }
   auto token = json.find(token_field);
   if (token == json.end() || !token->is_string() || token->get_ref<const std::string&>().empty()) {
-    SourceError error = make_error(std::string(label) + " answered " +
-                                   std::to_string(response.status) + " without " +
-                                   std::string(token_field));
+    SourceError error =
+        make_error(std::string(label) + " answered " + std::to_string(response.status) +
+                   " without " + std::string(token_field));
     error.http_status = response.status;
     return std::unexpected(error);
   }
   auto lifetime = parse_lifetime(json, sent, now);
   if (!lifetime) {
-    SourceError error = make_error(std::string(label) + " answered " +
-                                   std::to_string(response.status) + " but the " +
-                                   lifetime.error().substr(std::string_view("response ").size()));
+    SourceError error =
+        make_error(std::string(label) + " answered " + std::to_string(response.status) +
+                   " without a usable expiry (" + lifetime.error() + ")");
     error.http_status = response.status;
     return std::unexpected(error);
   }
@@ -342,8 +345,7 @@ void defer_result(const SourceDeps& deps, std::function<void(SourceResult)> done
   deps.defer([done = std::move(done), shared]() mutable { done(std::move(*shared)); });
 }
 
-std::expected<std::string, std::string> read_small_file(const std::string& path,
-                                                        size_t max_bytes) {
+std::expected<std::string, std::string> read_small_file(const std::string& path, size_t max_bytes) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) {
     return std::unexpected("cannot open " + path + ": " + std::strerror(errno));

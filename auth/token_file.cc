@@ -43,9 +43,8 @@ class TokenFileSource : public TokenSource {
     if (auto claims = decode_jwt_claims(token.reveal()); claims && claims->exp) {
       data.expires_at = Clock::time_point{std::chrono::seconds{*claims->exp}};
       if (data.expires_at <= now) {
-        return std::unexpected(
-            make_error("the token in " + path_ + " has expired (its exp claim is in the past)",
-                       true));
+        return std::unexpected(make_error(
+            "the token in " + path_ + " has expired (its exp claim is in the past)", true));
       }
     }
     data.refresh_at = std::min(now + kReread, data.expires_at);
