@@ -183,6 +183,64 @@ describe('managed identity through IMDS', () => {
     assert.equal(imds.count().count, 2);
   });
 
+  it('410 (IMDS updating): the retry comes 10 s later and a waiting request is served',
+    async (t) => {
+      const { imds, port } = await startStack(t, {
+        arm: (imds) => imds.control({ fail: { status: 410, count: 1 } }),
+      });
+      // The request is parked through the 410 window instead of failing after its usual 10 s
+      // budget or 3 attempts.
+      const r = await get(port, '/gone');
+      assert.equal(r.status, 200, r.body.toString('utf8'));
+      const [first, second] = imds.requests();
+      assert.equal(first.status, 410);
+      assert.equal(second.status, 200);
+      const gap = second.at - first.at;
+      t.diagnostic(`retry ${gap} ms after the 410`);
+      assert.ok(gap >= 9950, `retried ${gap} ms after a 410 (the pace inside the window is 10 s)`);
+      assert.equal(imds.count().count, 2);
+    });
+
+  it('endpoint failing (500) at start-up: requests get TokenAcquisitionFailed, no storm, '
+    + 'recovery without intervention', async (t) => {
+    const { imds, port, adminPort } = await startStack(t, {
+      arm: (imds) => imds.control({ fail: { status: 500, count: 100000 } }),
+    });
+    // 6 s of traffic on 4 connections while every token request fails (each request waits for
+    // the attempts it joins, so only a few complete).
+    const statuses = new Map();
+    const codes = new Set();
+    const end = Date.now() + 6000;
+    const lane = async () => {
+      while (Date.now() < end) {
+        const r = await get(port, '/failing');
+        statuses.set(r.status, (statuses.get(r.status) ?? 0) + 1);
+        if (r.status !== 200) {
+          codes.add(miproxyError(r).error.code);
+        }
+        await sleep(100);
+      }
+    };
+    await Promise.all(Array.from({ length: 4 }, lane));
+    const during = imds.count().count;
+    t.diagnostic(`statuses while failing: ${JSON.stringify([...statuses])}; `
+      + `${during} token requests`);
+    assert.deepEqual([...statuses.keys()], [502]);
+    assert.deepEqual([...codes], ['TokenAcquisitionFailed']);
+    // Backoff 1-2 s, 2-4 s, 4-8 s after consecutive failures: at most 4 attempts in the first
+    // 6 s (plus the last one's answer), however many requests arrive.
+    assert.ok(during <= 5, `${during} token requests in 6 s of failures`);
+    const ready = await httpRequest({ port: adminPort, path: '/readyz' });
+    assert.equal(ready.status, 503);
+
+    imds.control({ fail: null });
+    // The next scheduled attempt (at most 16 s away) succeeds; readiness follows.
+    await waitFor(async () => (await httpRequest({ port: adminPort, path: '/readyz' })).status
+      === 200, '/readyz 200 after recovery', 30000);
+    assert.equal((await get(port, '/recovered')).status, 200);
+    t.diagnostic(`${imds.count().count} token requests in all`);
+  });
+
   it('refresh ahead: a 70 s token is refreshed before it expires, requests never fail',
     async (t) => {
       // Under 2 h: refresh at the later of expiry - 5 min and half-life (35 s), which is before

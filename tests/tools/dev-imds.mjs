@@ -22,6 +22,7 @@
 //       {"fail": {"status": 429|410|404|500|..., "count": K, "retry_after": N}}
 //                                  the next K token requests get that status (with a
 //                                  `Retry-After: N` header when given) and an IMDS error body
+//       {"fail": null}             drop the failures still queued
 //       {"down_ms": N}             stop listening for N ms (connections refused), then listen
 //                                  on the same port again
 //     -> 200 {"ok": true}
@@ -258,7 +259,9 @@ export function startDevImds({ host = '127.0.0.1', port = 0, lifetime = 86399,
     if (c.delay_ms !== undefined) { settings.delayMs = Number(c.delay_ms); }
     if (c.lifetime !== undefined) { settings.lifetime = Number(c.lifetime); }
     if (c.known_client_ids !== undefined) { settings.knownClientIds = c.known_client_ids; }
-    if (c.fail) {
+    if (c.fail === null) {
+      failures.length = 0;
+    } else if (c.fail) {
       for (let i = 0; i < (c.fail.count ?? 1); i++) {
         failures.push({ status: Number(c.fail.status), retryAfter: c.fail.retry_after });
       }
