@@ -6,9 +6,9 @@
 #
 # Environment:
 #   MIPROXY_BIN               miproxy binary (default: build/miproxy)
-#   MIPROXY_DEMO_IDENTITY     token_file (default): miproxy reads a bearer token from a file
-#                             imds: miproxy asks a local IMDS-compatible endpoint
+#   MIPROXY_DEMO_IDENTITY     imds (default): miproxy asks a local IMDS-compatible endpoint
 #                             (tests/tools/dev-imds.mjs) as a managed identity would on a VM
+#                             token_file: miproxy reads a bearer token from a file
 #   MIPROXY_DEMO_PORT         proxy listener port (default 8080, or a free one if taken)
 #   MIPROXY_DEMO_ADMIN_PORT   admin listener port (default 9464, or a free one if taken)
 #   MIPROXY_DEMO_DIR          where generated files go (default .demo/, git-ignored): CA and
@@ -19,7 +19,7 @@ repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 demo_dir=${MIPROXY_DEMO_DIR:-"$repo_root/.demo"}
 it_dir="$repo_root/tests/integration"
 miproxy_bin=${MIPROXY_BIN:-"$repo_root/build/miproxy"}
-identity_kind=${MIPROXY_DEMO_IDENTITY:-token_file}
+identity_kind=${MIPROXY_DEMO_IDENTITY:-imds}
 azurite_main="$it_dir/node_modules/azurite/dist/src/blob/main.js"
 
 die() { echo "demo: $*" >&2; exit 1; }

@@ -89,7 +89,6 @@ test('the quick-start demo works as printed (token_file identity)', { skip: SKIP
   });
 
 test('the quick-start demo works as printed (managed identity via dev-imds)',
-  { skip: SKIP_REASON, todo: 'managed_identity with an endpoint override comes with issue 3' },
-  async (t) => {
+  { skip: SKIP_REASON }, async (t) => {
     await runDemo(t, 'imds');
   });

@@ -12,12 +12,34 @@
 //     -> 400 {"error": "...", "error_description": "..."} for a request real IMDS refuses:
 //        missing/wrong Metadata header, X-Forwarded-For present, missing api-version or
 //        resource, duplicate query keys, an unknown selector name or more than one selector.
+//     -> 400 {"error":"invalid_request","error_description":"Identity not found"} when a
+//        list of known client ids is configured and the request selects another client_id.
 //   GET /count -> {"count": <token requests seen>, "issued": <tokens issued>}
+//   POST /control with a JSON object (test controls; every field optional):
+//       {"delay_ms": N}            answer every token request N ms late (0: at once)
+//       {"lifetime": S}            tokens issued from now on live S seconds
+//       {"known_client_ids": [..] | null}   client_ids that exist (null: any)
+//       {"fail": {"status": 429|410|404|500|..., "count": K, "retry_after": N}}
+//                                  the next K token requests get that status (with a
+//                                  `Retry-After: N` header when given) and an IMDS error body
+//       {"fail": null}             drop the failures still queued
+//       {"down_ms": N}             stop listening for N ms (connections refused), then listen
+//                                  on the same port again
+//     -> 200 {"ok": true}
 //
 // Usage: node tests/tools/dev-imds.mjs [--host 127.0.0.1] [--port 0] [--port-file FILE]
-//                                      [--lifetime SECONDS] [--tenant GUID]
+//                                      [--lifetime SECONDS] [--tenant GUID] [--delay-ms N]
+//                                      [--known-client-id GUID]...
 // Prints "dev-imds listening on http://HOST:PORT" on stdout once it accepts connections.
-// Also importable: startDevImds(options) -> { port, url, tokenUrl, count(), close() }.
+// Also importable: startDevImds(options) -> {
+//   port, url, tokenUrl, count() -> {count, issued},
+//   control(object) (the same fields as POST /control),
+//   down() -> Promise (stop listening, drop open connections), up() -> Promise (listen again),
+//   requests() -> [{ at (ms since the epoch, arrival), status, clientId, resource }],
+//   issuedTokens() -> [token strings] (for tests that prove a token was never leaked; never
+//     print them), close(),
+// }
+// options: { host, port, lifetime, tenant, delayMs, knownClientIds, log }.
 // It never prints a token.
 import http from 'node:http';
 import { createHash } from 'node:crypto';
@@ -50,46 +72,54 @@ function badRequest(res, error, description) {
   sendJson(res, 400, { error, error_description: description });
 }
 
-// Answers one token request; returns true when a token was issued.
-function answerToken(req, res, url, { lifetime, tenant }) {
+// IMDS error bodies for the statuses a test can ask for (token-sources.md §1 "Error responses").
+const FAILURE_BODIES = {
+  404: { error: 'not_found', error_description: 'Identity not found or not yet available' },
+  410: { error: 'gone', error_description: 'IMDS is being updated' },
+  429: { error: 'too_many_requests', error_description: 'Too many requests' },
+  500: { error: 'unknown', error_description: 'Failed to retrieve token from the Active directory' },
+};
+
+// Answers one token request; returns the issued token, or null when none was issued.
+function answerToken(req, res, url, { lifetime, tenant, knownClientIds }) {
   if (req.method !== 'GET') {
     res.writeHead(405, { allow: 'GET', 'content-length': 0 });
     res.end();
-    return false;
+    return null;
   }
   if (req.headers.metadata !== 'true') {
     badRequest(res, 'bad_request_102', 'Required metadata header not specified');
-    return false;
+    return null;
   }
   if (req.headers['x-forwarded-for'] !== undefined) {
     badRequest(res, 'invalid_request', 'Request contains X-Forwarded-For header');
-    return false;
+    return null;
   }
   const keys = [...url.searchParams.keys()];
   if (new Set(keys).size !== keys.length) {
     badRequest(res, 'invalid_request', 'Duplicate query parameter');
-    return false;
+    return null;
   }
   for (const key of keys) {
     if (!['api-version', 'resource', ...SELECTORS].includes(key)) {
       badRequest(res, 'invalid_request', `Unknown query parameter '${key}'`);
-      return false;
+      return null;
     }
   }
   const apiVersion = url.searchParams.get('api-version');
   if (!apiVersion) {
     badRequest(res, 'invalid_request', "Required query variable 'api-version' is missing");
-    return false;
+    return null;
   }
   const resource = url.searchParams.get('resource');
   if (!resource) {
     badRequest(res, 'invalid_request', "Required query variable 'resource' is missing");
-    return false;
+    return null;
   }
   const selectors = SELECTORS.filter((s) => url.searchParams.has(s));
   if (selectors.length > 1) {
     badRequest(res, 'invalid_request', 'Only one of client_id, object_id, msi_res_id is allowed');
-    return false;
+    return null;
   }
   let clientId = DEFAULT_CLIENT_ID;
   let objectId = DEFAULT_OBJECT_ID;
@@ -98,6 +128,10 @@ function answerToken(req, res, url, { lifetime, tenant }) {
   if (selectors.length === 1) {
     const value = url.searchParams.get(selectors[0]);
     if (selectors[0] === 'client_id') {
+      if (knownClientIds && !knownClientIds.includes(value)) {
+        badRequest(res, 'invalid_request', 'Identity not found');
+        return null;
+      }
       clientId = value;
       objectId = derivedId('object', value);
     } else if (selectors[0] === 'object_id') {
@@ -125,44 +159,143 @@ function answerToken(req, res, url, { lifetime, tenant }) {
     resource,
     token_type: 'Bearer',
   });
-  return true;
+  return token;
 }
 
 export function startDevImds({ host = '127.0.0.1', port = 0, lifetime = 86399,
-  tenant = DEFAULT_TENANT, log = () => {} } = {}) {
+  tenant = DEFAULT_TENANT, delayMs = 0, knownClientIds = null, log = () => {} } = {}) {
   let count = 0;
   let issued = 0;
+  const tokens = [];
+  const seen = [];
+  const settings = { lifetime, tenant, delayMs, knownClientIds };
+  const failures = []; // queued canned failures: { status, retryAfter }
+  let listening = false;
+  let bound = port;
+  let downTimer = null;
+
   const server = http.createServer((req, res) => {
     const url = new URL(req.url, `http://${host}`);
     if (url.pathname === TOKEN_PATH) {
       count += 1;
+      const record = { at: Date.now(), status: null, resource: url.searchParams.get('resource'),
+        clientId: url.searchParams.get('client_id') };
+      seen.push(record);
+      const failure = failures.shift();
       req.resume();
       req.on('end', () => {
-        if (answerToken(req, res, url, { lifetime, tenant })) {
-          issued += 1;
+        const answer = () => {
+          if (res.destroyed) {
+            return;
+          }
+          if (failure) {
+            const body = FAILURE_BODIES[failure.status]
+              ?? { error: 'error', error_description: `HTTP ${failure.status}` };
+            if (failure.retryAfter !== undefined) {
+              res.setHeader('retry-after', String(failure.retryAfter));
+            }
+            sendJson(res, failure.status, body);
+          } else {
+            const token = answerToken(req, res, url, settings);
+            if (token) {
+              issued += 1;
+              tokens.push(token);
+            }
+          }
+          record.status = res.statusCode;
+          log(`${req.method} ${url.pathname} resource=${url.searchParams.get('resource') ?? ''} `
+            + `-> ${res.statusCode}`);
+        };
+        if (settings.delayMs > 0) {
+          setTimeout(answer, settings.delayMs);
+        } else {
+          answer();
         }
-        log(`${req.method} ${url.pathname} resource=${url.searchParams.get('resource') ?? ''} `
-          + `-> ${res.statusCode}`);
       });
     } else if (url.pathname === '/count' && req.method === 'GET') {
       sendJson(res, 200, { count, issued });
+    } else if (url.pathname === '/control' && req.method === 'POST') {
+      const parts = [];
+      req.on('data', (c) => parts.push(c));
+      req.on('end', () => {
+        try {
+          control(JSON.parse(Buffer.concat(parts).toString('utf8') || '{}'));
+          sendJson(res, 200, { ok: true });
+        } catch (err) {
+          sendJson(res, 400, { error: 'bad_control', error_description: err.message });
+        }
+      });
     } else {
       sendJson(res, 404, { error: 'not_found', error_description: 'Unknown path' });
     }
   });
-  return new Promise((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(port, host, () => {
-      const bound = server.address().port;
-      const url = `http://${host}:${bound}`;
-      resolve({
-        port: bound,
-        url,
-        tokenUrl: `${url}${TOKEN_PATH}`,
-        count: () => ({ count, issued }),
-        close: () => new Promise((r) => { server.close(() => r()); server.closeAllConnections(); }),
-      });
+
+  const listen = () => new Promise((resolve, reject) => {
+    const onError = (err) => reject(err);
+    server.once('error', onError);
+    server.listen(bound, host, () => {
+      server.off('error', onError);
+      listening = true;
+      bound = server.address().port;
+      resolve();
     });
+  });
+  // Stops accepting connections and drops the open ones: clients see ECONNREFUSED.
+  const down = () => new Promise((r) => {
+    if (!listening) {
+      r();
+      return;
+    }
+    listening = false;
+    server.close(() => r());
+    server.closeAllConnections();
+  });
+  const up = () => (listening ? Promise.resolve() : listen());
+
+  function control(c = {}) {
+    if (typeof c !== 'object' || c === null) {
+      throw new Error('control wants a JSON object');
+    }
+    if (c.delay_ms !== undefined) { settings.delayMs = Number(c.delay_ms); }
+    if (c.lifetime !== undefined) { settings.lifetime = Number(c.lifetime); }
+    if (c.known_client_ids !== undefined) { settings.knownClientIds = c.known_client_ids; }
+    if (c.fail === null) {
+      failures.length = 0;
+    } else if (c.fail) {
+      for (let i = 0; i < (c.fail.count ?? 1); i++) {
+        failures.push({ status: Number(c.fail.status), retryAfter: c.fail.retry_after });
+      }
+    }
+    if (c.down_ms !== undefined) {
+      // After this tick, so that the answer to a POST /control goes out first.
+      setImmediate(() => {
+        down().then(() => {
+          downTimer = setTimeout(() => { downTimer = null; up(); }, Number(c.down_ms));
+        });
+      });
+    }
+  }
+
+  return listen().then(() => {
+    const url = `http://${host}:${bound}`;
+    return {
+      port: bound,
+      url,
+      tokenUrl: `${url}${TOKEN_PATH}`,
+      count: () => ({ count, issued }),
+      control,
+      down,
+      up,
+      requests: () => seen.map((r) => ({ ...r })),
+      issuedTokens: () => [...tokens],
+      close: async () => {
+        if (downTimer) {
+          clearTimeout(downTimer);
+          downTimer = null;
+        }
+        await down();
+      },
+    };
   });
 }
 
@@ -181,6 +314,10 @@ function parseArgs(argv) {
     else if (a === '--port-file') { opts.portFile = value(); }
     else if (a === '--lifetime') { opts.lifetime = Number(value()); }
     else if (a === '--tenant') { opts.tenant = value(); }
+    else if (a === '--delay-ms') { opts.delayMs = Number(value()); }
+    else if (a === '--known-client-id') {
+      opts.knownClientIds = [...(opts.knownClientIds ?? []), value()];
+    }
     else if (a === '--help' || a === '-h') { opts.help = true; }
     else { throw new Error(`unknown argument ${a}`); }
   }
@@ -197,7 +334,7 @@ if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
   }
   if (opts.help) {
     console.log('usage: dev-imds.mjs [--host H] [--port P] [--port-file FILE] [--lifetime S] '
-      + '[--tenant GUID]');
+      + '[--tenant GUID] [--delay-ms N] [--known-client-id GUID]...');
     process.exit(0);
   }
   const imds = await startDevImds({ ...opts, log: (line) => console.error(`dev-imds: ${line}`) });
