@@ -66,10 +66,8 @@ void require_one_error(const Json& doc, const std::string& path, const std::stri
 std::shared_ptr<const Config> parse_ok(const Json& doc,
                                        std::vector<Diagnostic>* warnings = nullptr) {
   auto result = miproxy::config::parse(doc.dump());
-  if (!result) {
-    INFO(dump(result.error()));
-    REQUIRE(result.has_value());
-  }
+  INFO((result ? std::string() : dump(result.error())));
+  REQUIRE(result.has_value());
   if (warnings != nullptr) {
     *warnings = result->warnings;
   }
