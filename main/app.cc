@@ -135,11 +135,17 @@ class ControlPlane {
     auto snap = std::make_shared<proxy::Snapshot>(c);
     snap->generation = ++generation_;
     snap->unrouted_metrics = metrics_.route("");
+    auth::TokenManager* tokens = tokens_.get();
+    snap->make_slot = [tokens, c](const std::string& identity, const std::string& scope) {
+      return tokens->slot(c->identities.at(identity), scope);
+    };
     for (const auto& cr : snap->table.routes()) {
       proxy::RouteRuntime rt;
       const config::Route& r = *cr.route;
       if (r.scope != "auto") {
         rt.slot = tokens_->slot(c->identities.at(r.identity), r.scope);
+      } else {
+        rt.learned = std::make_shared<proxy::LearnedScope>();
       }
       rt.metrics = metrics_.route(r.name);
       snap->routes.push_back(std::move(rt));

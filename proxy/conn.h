@@ -174,6 +174,12 @@ class Exchange : public Transport::Handler {
   void finish();
   void release_upstream(bool reusable);
   std::shared_ptr<const auth::AccessToken> route_slot_token();
+  void request_token();
+  void send_discovery_head();
+  // Handles a 401 (scope discovery or a CAE challenge); returns true when the response is to
+  // be discarded rather than forwarded.
+  bool handle_challenge(int status);
+  void restart();
   void start_response_timer();
   static void on_timer(uv_timer_t* timer);
 
@@ -182,7 +188,14 @@ class Exchange : public Transport::Handler {
   std::string pool_key_;
   TlsClientOptions tls_;
   std::shared_ptr<bool> alive_;
+  std::shared_ptr<auth::TokenSlot> slot_;
   std::shared_ptr<const auth::AccessToken> token_;
+  bool discovering_ = false;     // scope "auto": a bodiless probe for the Bearer challenge
+  bool discard_ = false;         // the current response is consumed, not forwarded
+  bool restart_ = false;         // after the discarded response: send the request again
+  bool challenge_retried_ = false;
+  int deferred_status_ = 0;      // a failure to answer once the discarded response is read
+  std::string deferred_code_, deferred_message_;
   std::string token_source_;
   Transport* up_ = nullptr;
   bool reused_ = false;

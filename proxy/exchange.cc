@@ -1,5 +1,6 @@
 #include <nlohmann/json.hpp>
 
+#include "auth/challenge.h"
 #include "base/log.h"
 #include "proxy/conn.h"
 #include "proxy/worker.h"
@@ -76,25 +77,58 @@ double Exchange::upstream_ms() const {
 
 bool Exchange::start() {
   const auto& rt = p_.snapshot->routes[p_.route_index];
-  if (!rt.slot) {
-    fail(502, "TokenAcquisitionFailed",
-         "route has no token source (scope \"auto\" is not learned yet)");
-    return false;
-  }
-  token_ = rt.slot->current();
-  if (!token_) {
-    waiting_token_ = true;
-    std::weak_ptr<bool> alive = alive_;
-    rt.slot->acquire(client_.worker().executor(), [this, alive](auth::TokenResult result) {
-      auto a = alive.lock();
-      if (!a || !*a) return;
-      on_token(std::move(result));
-    });
+  slot_ = rt.slot;
+  if (!slot_ && rt.learned) slot_ = rt.learned->slot.load(std::memory_order_acquire);
+  if (!slot_) {
+    // Scope "auto", not learned yet: ask the upstream with a bodiless, token-less probe (as the
+    // Azure SDKs do). The client's body stays unread until the real request goes out, so
+    // nothing has to be buffered for the replay.
+    discovering_ = true;
   } else {
-    token_source_ = token_->source;
+    token_ = slot_->current();
+    if (!token_) {
+      request_token();
+    } else {
+      token_source_ = token_->source;
+    }
   }
   acquire_upstream();
   return try_send_head();
+}
+
+void Exchange::request_token() {
+  waiting_token_ = true;
+  std::weak_ptr<bool> alive = alive_;
+  slot_->acquire(client_.worker().executor(), [this, alive](auth::TokenResult result) {
+    auto a = alive.lock();
+    if (!a || !*a) return;
+    on_token(std::move(result));
+  });
+}
+
+void Exchange::send_discovery_head() {
+  // The head without its body framing, with an empty body and no Authorization.
+  std::string h;
+  h.reserve(p_.head_prefix.size() + 32);
+  size_t pos = 0;
+  while (pos < p_.head_prefix.size()) {
+    size_t eol = p_.head_prefix.find("\r\n", pos);
+    if (eol == std::string::npos) eol = p_.head_prefix.size();
+    std::string_view line(p_.head_prefix.data() + pos, eol - pos);
+    std::string_view name = line.substr(0, line.find(':'));
+    if (!iequals(name, "content-length") && !iequals(name, "transfer-encoding") &&
+        !iequals(name, "expect")) {
+      h.append(line);
+      h.append("\r\n");
+    }
+    pos = eol + 2;
+  }
+  if (p_.has_body) h.append("Content-Length: 0\r\n");
+  h.append("\r\n");
+  up_->write(h.data(), h.size());
+  head_sent_ = true;
+  head_sent_at_ = SteadyClock::now();
+  start_response_timer();
 }
 
 void Exchange::acquire_upstream() {
@@ -163,6 +197,10 @@ void Exchange::on_connected(std::expected<Transport*, ConnectError> result) {
 }
 
 bool Exchange::try_send_head() {
+  if (discovering_) {
+    if (!head_sent_ && !failed_ && up_) send_discovery_head();
+    return false;  // the client stays paused until the scope is known
+  }
   if (head_sent_ || failed_ || !token_ || !up_) return false;
   if (token_->expires_at <= auth::Clock::now()) {
     // Never send an expired token (it may have expired while we waited for a connection).
@@ -187,8 +225,7 @@ bool Exchange::try_send_head() {
 }
 
 std::shared_ptr<const auth::AccessToken> Exchange::route_slot_token() {
-  const auto& rt = p_.snapshot->routes[p_.route_index];
-  return rt.slot ? rt.slot->current() : nullptr;
+  return slot_ ? slot_->current() : nullptr;
 }
 
 void Exchange::send_body(const char* data, size_t len) {
@@ -372,6 +409,10 @@ int Exchange::on_headers_complete() {
   }
   status_ = status;
   bool no_body = p_.head_request || status == 204 || status == 304;
+  if ((discovering_ || status == 401) && handle_challenge(status)) {
+    discard_ = true;
+    return no_body ? 1 : 0;
+  }
   bool has_length = (rparser_.flags & F_CONTENT_LENGTH) != 0;
   bool keep_client = client_.client_keep_alive();
   if (!no_body && !has_length) {
@@ -423,7 +464,7 @@ int Exchange::on_headers_complete() {
 
 int Exchange::on_body(const char* at, size_t len) {
   Transport* down = client_.transport();
-  if (!down) return 0;
+  if (!down || discard_) return 0;
   bytes_out_ += len;
   if (rechunk_) {
     std::string hdr;
@@ -442,6 +483,11 @@ int Exchange::on_body(const char* at, size_t len) {
 
 int Exchange::on_message_complete() {
   if (status_ == 0) return 0;  // the end of a 1xx interim response
+  if (discard_) {
+    if (timer_) uv_timer_stop(timer_);
+    done_pending_ = true;
+    return HPE_PAUSED;
+  }
   response_done_ = true;
   if (rechunk_ && client_.transport()) {
     client_.transport()->write(kLastChunk.data(), kLastChunk.size());
@@ -451,7 +497,110 @@ int Exchange::on_message_complete() {
   return HPE_PAUSED;  // finish() runs after llhttp_execute returns
 }
 
+bool Exchange::handle_challenge(int status) {
+  std::string_view www;
+  rheaders_.find_name("www-authenticate", &www);
+  auto challenge = auth::parse_bearer_challenge(www);
+  const config::Route& r = route();
+  if (discovering_) {
+    if (status == 401 && challenge) {
+      std::string scope = auth::scope_from_challenge(*challenge, p_.upstream.host);
+      if (scope.empty()) {
+        deferred_status_ = 502;
+        deferred_code_ = "TokenAcquisitionFailed";
+        deferred_message_ = "scope \"auto\": the upstream's challenge names resource '" +
+                            (challenge->scope.empty() ? challenge->resource : challenge->scope) +
+                            "', which is not in the domain of " + p_.upstream.host +
+                            "; refused (no token sent)";
+        log::warn("refused a challenge", {{"route", r.name}, {"message", deferred_message_}});
+        return true;
+      }
+      auto slot = p_.snapshot->make_slot ? p_.snapshot->make_slot(r.identity, scope) : nullptr;
+      if (!slot) {
+        deferred_status_ = 502;
+        deferred_code_ = "TokenAcquisitionFailed";
+        deferred_message_ = "scope \"auto\": no token source for the learned scope " + scope;
+        return true;
+      }
+      p_.snapshot->routes[p_.route_index].learned->slot.store(slot, std::memory_order_release);
+      log::info("learned scope from the upstream's challenge",
+                {{"route", r.name}, {"scope", scope}, {"tenant", challenge->tenant}});
+      slot_ = std::move(slot);
+      restart_ = true;
+      return true;
+    }
+    if (!p_.has_body) {
+      // The upstream answered without asking for a token: that is the answer.
+      discovering_ = false;
+      token_source_ = "none";
+      return false;
+    }
+    deferred_status_ = 502;
+    deferred_code_ = "TokenAcquisitionFailed";
+    deferred_message_ = "scope \"auto\": the upstream answered " + std::to_string(status) +
+                        " without a Bearer challenge; set the route's scope explicitly";
+    return true;
+  }
+  // A token was sent and refused. CAE (insufficient_claims) or a revoked token (invalid_token):
+  // drop it from the cache so the next acquisition fetches a new one (with the claims), and
+  // replay once when the request has no body to replay.
+  if (!challenge || !token_ || !slot_) return false;
+  if (challenge->error != "insufficient_claims" && challenge->error != "invalid_token") {
+    return false;
+  }
+  slot_->invalidate(token_, challenge->claims);
+  log::warn("upstream rejected the token",
+            {{"route", r.name}, {"identity", r.identity}, {"error", challenge->error},
+             {"object_id", token_->object_id}, {"replayed", !p_.has_body && !challenge_retried_}});
+  if (p_.has_body || challenge_retried_) return false;  // pass the 401 through
+  challenge_retried_ = true;
+  restart_ = true;
+  return true;
+}
+
+void Exchange::restart() {
+  restart_ = false;
+  discard_ = false;
+  release_upstream(llhttp_should_keep_alive(&rparser_) && (request_done_ || discovering_));
+  llhttp_init(&rparser_, HTTP_RESPONSE, &kResponseSettings);
+  rparser_.data = this;
+  status_ = 0;
+  head_sent_ = false;
+  response_started_ = false;
+  response_head_sent_ = false;
+  response_done_ = false;
+  rechunk_ = false;
+  close_delimited_ = false;
+  upstream_paused_ = false;
+  discovering_ = false;
+  reused_ = false;
+  retried_ = false;
+  token_ = nullptr;
+  if (timer_) uv_timer_stop(timer_);
+  // After a rejection, current() may still show the rejected token until the control thread
+  // has processed invalidate(); acquire() is ordered after it, so it yields a fresh token.
+  token_ = challenge_retried_ ? nullptr : slot_->current();
+  if (!token_) {
+    request_token();
+  } else {
+    token_source_ = token_->source;
+  }
+  acquire_upstream();
+  if (try_send_head()) client_.resume_parsing();
+}
+
 void Exchange::finish() {
+  if (discard_) {
+    if (restart_) {
+      restart();
+      return;
+    }
+    discard_ = false;
+    release_upstream(llhttp_should_keep_alive(&rparser_) && !p_.has_body);
+    fail(deferred_status_ ? deferred_status_ : 502,
+         deferred_code_.empty() ? "UpstreamProtocolError" : deferred_code_, deferred_message_);
+    return;
+  }
   bool upstream_reusable = request_done_ && llhttp_should_keep_alive(&rparser_) && !close_delimited_;
   release_upstream(upstream_reusable);
   bool client_reusable = !close_delimited_;

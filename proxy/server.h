@@ -21,8 +21,14 @@ namespace miproxy::proxy {
 
 // Everything a request needs from one config generation, built on the control thread and
 // shared read-only by all workers. A request keeps the snapshot it started with.
+// Scope "auto": the slot a route learned from its upstream's challenge, shared by all workers.
+struct LearnedScope {
+  std::atomic<std::shared_ptr<auth::TokenSlot>> slot;
+};
+
 struct RouteRuntime {
-  std::shared_ptr<auth::TokenSlot> slot;  // null only for scope "auto" before it is learned
+  std::shared_ptr<auth::TokenSlot> slot;  // null for scope "auto" (see learned)
+  std::shared_ptr<LearnedScope> learned;  // set for scope "auto" only
   std::shared_ptr<const RouteMetrics> metrics;
 };
 
@@ -32,6 +38,9 @@ struct Snapshot {
   routing::Table table;
   std::vector<RouteRuntime> routes;  // parallel to table.routes()
   std::shared_ptr<const RouteMetrics> unrouted_metrics;  // requests that matched no route
+  // Any thread: the token slot for (identity name, scope) — used when a route learns its scope.
+  std::function<std::shared_ptr<auth::TokenSlot>(const std::string&, const std::string&)>
+      make_slot;
   uint64_t generation = 0;
 };
 
