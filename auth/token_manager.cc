@@ -1,5 +1,7 @@
 #include "auth/token_manager.h"
 
+#include "auth/jwt.h"
+
 #include <algorithm>
 #include <atomic>
 #include <cmath>
@@ -56,80 +58,16 @@ const char* type_name(config::Identity::Type type) {
   return "unknown";
 }
 
-// TODO(miproxy): switch to the claim decoder of auth/jwt.h once it is merged; this private copy
-// only exists so the cache does not wait for it.
-std::optional<std::string> base64url_decode(std::string_view in) {
-  std::string out;
-  out.reserve(in.size() * 3 / 4);
-  uint32_t acc = 0;
-  int bits = 0;
-  for (char c : in) {
-    int v;
-    if (c >= 'A' && c <= 'Z') {
-      v = c - 'A';
-    } else if (c >= 'a' && c <= 'z') {
-      v = c - 'a' + 26;
-    } else if (c >= '0' && c <= '9') {
-      v = c - '0' + 52;
-    } else if (c == '-' || c == '+') {
-      v = 62;
-    } else if (c == '_' || c == '/') {
-      v = 63;
-    } else if (c == '=') {
-      break;
-    } else {
-      return std::nullopt;
-    }
-    acc = (acc << 6) | static_cast<uint32_t>(v);
-    bits += 6;
-    if (bits >= 8) {
-      bits -= 8;
-      out.push_back(static_cast<char>((acc >> bits) & 0xff));
-    }
-  }
-  return out;
-}
-
-std::string claim_string(const nlohmann::json& payload, const char* name) {
-  auto it = payload.find(name);
-  if (it == payload.end()) {
-    return "";
-  }
-  if (it->is_string()) {
-    return it->get<std::string>();
-  }
-  if (it->is_array() && !it->empty() && it->front().is_string()) {
-    return it->front().get<std::string>();  // aud may be a list
-  }
-  return "";
-}
-
 // Fills the unverified oid/tid/appid/aud claims; leaves them empty when |token| is no JWT.
 void fill_claims(AccessToken& token) {
-  std::string_view jwt = token.value.reveal();
-  size_t first = jwt.find('.');
-  if (first == std::string_view::npos) {
+  auto claims = decode_jwt_claims(token.value.reveal());
+  if (!claims) {
     return;
   }
-  size_t second = jwt.find('.', first + 1);
-  if (second == std::string_view::npos) {
-    return;
-  }
-  std::optional<std::string> json = base64url_decode(jwt.substr(first + 1, second - first - 1));
-  if (!json) {
-    return;
-  }
-  nlohmann::json payload = nlohmann::json::parse(*json, nullptr, /*allow_exceptions=*/false);
-  if (!payload.is_object()) {
-    return;
-  }
-  token.object_id = claim_string(payload, "oid");
-  token.tenant_id = claim_string(payload, "tid");
-  token.client_id = claim_string(payload, "appid");
-  if (token.client_id.empty()) {
-    token.client_id = claim_string(payload, "azp");
-  }
-  token.audience = claim_string(payload, "aud");
+  token.object_id = claims->oid;
+  token.tenant_id = claims->tid;
+  token.client_id = claims->client_id;
+  token.audience = claims->aud;
 }
 
 double default_random() {
