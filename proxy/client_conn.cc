@@ -111,7 +111,11 @@ void ClientConn::drain() {
 
 void ClientConn::update_reading() {
   if (closed_ || !transport_) return;
-  bool want = !parse_paused_ && !body_paused_;
+  // While the parser is paused (waiting for a token or connection, or holding a pipelined
+  // request until the response is out) reading goes on into pending_ up to a bound: stopping
+  // and restarting reads costs two epoll_ctl calls per request.
+  bool want = !body_paused_ && !(parse_paused_ && pending_.size() >= kMaxPendingBytes) &&
+              !(parse_paused_ && close_after_response_) && !eof_;
   if (want && !reading_) {
     transport_->read_start();
     reading_ = true;
@@ -145,6 +149,7 @@ void ClientConn::on_read(const char* data, size_t len) {
   if (closed_) return;
   if (parse_paused_) {
     pending_.append(data, len);
+    update_reading();
     return;
   }
   execute(data, len);
@@ -205,6 +210,12 @@ void ClientConn::resume_parsing() {
   static const char kNothing = 0;
   execute(buf.empty() ? &kNothing : buf.data(), buf.size());
   if (closed_) return;
+  if (eof_ && ((ex_ && !request_complete_) || (!ex_ && !parse_paused_))) {
+    // The client finished sending: a request cut short cannot complete, and with nothing
+    // left to answer the connection is done.
+    close();
+    return;
+  }
   update_reading();
 }
 
@@ -214,6 +225,13 @@ void ClientConn::set_body_backpressure(bool paused) {
 }
 
 void ClientConn::on_eof() {
+  eof_ = true;
+  update_reading();
+  if (parse_paused_ && !pending_.empty()) {
+    // Bytes of this (or a pipelined) request are still unparsed: finish them first.
+    close_after_response_ = true;
+    return;
+  }
   if (ex_ && !request_complete_) {
     // The client went away (or half-closed) mid-request: give up on it.
     close();

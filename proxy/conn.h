@@ -111,6 +111,8 @@ class ClientConn : public Transport::Handler {
   bool closed_ = false;
   bool error_answered_ = false;   // miproxy answered this request itself
   bool draining_ = false;
+  bool eof_ = false;              // the client finished sending
+  static constexpr size_t kMaxPendingBytes = 64 * 1024;
   uid_t peer_uid_ = static_cast<uid_t>(-1);
   bool peer_allowed_ = true;
 };
@@ -180,6 +182,7 @@ class Exchange : public Transport::Handler {
   // be discarded rather than forwarded.
   bool handle_challenge(int status);
   void restart();
+  void flush_head();
   void start_response_timer();
   static void on_timer(uv_timer_t* timer);
 
@@ -219,6 +222,7 @@ class Exchange : public Transport::Handler {
   llhttp_t rparser_;
   HeaderList rheaders_;
   std::string reason_;
+  std::string out_head_;           // response head (and last chunk) not yet written
   std::string service_error_;      // x-ms-error-code of a 401/403
   uv_timer_t* timer_ = nullptr;
   SteadyClock::time_point head_sent_at_{};

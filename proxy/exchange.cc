@@ -340,6 +340,7 @@ void Exchange::on_read(const char* data, size_t len) {
     uv_timer_again(timer_);
   }
   llhttp_errno_t err = llhttp_execute(&rparser_, data, len);
+  flush_head();
   if (done_pending_) {
     done_pending_ = false;
     finish();  // may retire this exchange: nothing after it
@@ -356,9 +357,16 @@ void Exchange::on_read(const char* data, size_t len) {
   fail(502, "UpstreamProtocolError", "malformed response from upstream: " + reason);
 }
 
+void Exchange::flush_head() {
+  if (out_head_.empty()) return;
+  if (Transport* down = client_.transport()) down->write(out_head_.data(), out_head_.size());
+  out_head_.clear();
+}
+
 void Exchange::on_eof() {
   if (response_started_ && llhttp_message_needs_eof(&rparser_)) {
     llhttp_finish(&rparser_);
+    flush_head();
     if (done_pending_) {
       done_pending_ = false;
       release_upstream(false);
@@ -457,7 +465,9 @@ int Exchange::on_headers_complete() {
   if (rechunk_) h.append("Transfer-Encoding: chunked\r\n");
   if (!keep_client || client_.worker().draining()) h.append("Connection: close\r\n");
   h.append("\r\n");
-  client_.transport()->write(h.data(), h.size());
+  // Held until the first body bytes (or the end of this read) so that a small response leaves
+  // in one write.
+  out_head_ = std::move(h);
   response_head_sent_ = true;
   return no_body ? 1 : 0;
 }
@@ -466,14 +476,18 @@ int Exchange::on_body(const char* at, size_t len) {
   Transport* down = client_.transport();
   if (!down || discard_) return 0;
   bytes_out_ += len;
+  uv_buf_t bufs[4];
+  size_t n = 0;
+  if (!out_head_.empty()) bufs[n++] = buf_of(out_head_);
+  std::string hdr;
   if (rechunk_) {
-    std::string hdr;
     append_chunk_header(hdr, len);
-    uv_buf_t bufs[3] = {buf_of(hdr), uv_buf_init(const_cast<char*>(at), len), buf_of(kCrlf)};
-    down->write(bufs, 3);
-  } else {
-    down->write(at, len);
+    bufs[n++] = buf_of(hdr);
   }
+  bufs[n++] = uv_buf_init(const_cast<char*>(at), static_cast<unsigned>(len));
+  if (rechunk_) bufs[n++] = buf_of(kCrlf);
+  down->write(bufs, n);
+  out_head_.clear();
   if (down->write_queue_bytes() > kHighWatermark && up_ && !upstream_paused_) {
     upstream_paused_ = true;
     up_->read_stop();
@@ -489,9 +503,8 @@ int Exchange::on_message_complete() {
     return HPE_PAUSED;
   }
   response_done_ = true;
-  if (rechunk_ && client_.transport()) {
-    client_.transport()->write(kLastChunk.data(), kLastChunk.size());
-  }
+  if (rechunk_) out_head_.append(kLastChunk);
+  flush_head();
   if (timer_) uv_timer_stop(timer_);
   done_pending_ = true;
   return HPE_PAUSED;  // finish() runs after llhttp_execute returns

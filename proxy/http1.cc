@@ -4,6 +4,7 @@
 
 #include <array>
 #include <cstdio>
+#include <cstring>
 
 namespace miproxy::proxy {
 namespace {
@@ -271,12 +272,40 @@ std::string strip_sas_params(std::string_view path) {
   return out;
 }
 
-std::string new_uuid() {
-  std::array<unsigned char, 16> b{};
-  if (RAND_bytes(b.data(), static_cast<int>(b.size())) != 1) {
-    // RAND_bytes only fails when the DRBG cannot seed; request ids are not secrets.
-    for (auto& c : b) c = static_cast<unsigned char>(std::rand());
+namespace {
+
+// Request ids need uniqueness, not secrecy: a per-thread xoshiro256** seeded once from the
+// OpenSSL DRBG avoids a DRBG call (and its fork-check getpid) per request.
+struct IdGenerator {
+  uint64_t s[4];
+  IdGenerator() {
+    if (RAND_bytes(reinterpret_cast<unsigned char*>(s), sizeof s) != 1) {
+      uint64_t seed = static_cast<uint64_t>(reinterpret_cast<uintptr_t>(this)) ^ 0x9e3779b97f4a7c15ULL;
+      for (auto& x : s) x = seed = seed * 6364136223846793005ULL + 1442695040888963407ULL;
+    }
   }
+  static uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+  uint64_t next() {
+    uint64_t result = rotl(s[1] * 5, 7) * 9;
+    uint64_t t = s[1] << 17;
+    s[2] ^= s[0];
+    s[3] ^= s[1];
+    s[1] ^= s[2];
+    s[0] ^= s[3];
+    s[2] ^= t;
+    s[3] = rotl(s[3], 45);
+    return result;
+  }
+};
+
+}  // namespace
+
+std::string new_uuid() {
+  static thread_local IdGenerator gen;
+  std::array<unsigned char, 16> b{};
+  uint64_t a = gen.next(), c = gen.next();
+  std::memcpy(b.data(), &a, 8);
+  std::memcpy(b.data() + 8, &c, 8);
   b[6] = static_cast<unsigned char>((b[6] & 0x0f) | 0x40);
   b[8] = static_cast<unsigned char>((b[8] & 0x3f) | 0x80);
   char out[37];
