@@ -589,7 +589,13 @@ void ClientConn::log_request(const Exchange* ex, int status, std::string_view er
     if (!ex->object_id().empty()) line["object_id"] = ex->object_id();
     if (!ex->service_error().empty()) line["service_error"] = ex->service_error();
   }
-  if (!request_id_.empty()) line["client_request_id"] = request_id_;
+  if (!request_id_.empty()) {
+    line["client_request_id"] = request_id_;
+  } else if (std::string_view id; !ex && headers_.find(HeaderToken::X_MS_CLIENT_REQUEST_ID, &id)) {
+    // Answered before a route was chosen (NoRoute, BadRequest, ...): the app's own id still
+    // lets the operator find the request.
+    line["client_request_id"] = std::string(id);
+  }
   if (!error_code.empty()) line["error"] = error_code;
   log::access(line);
 }

@@ -9,3 +9,4 @@ export { startAzurite, azuriteArgs, AZURITE_ACCOUNT, AZURITE_BLOB_MAIN } from '.
 export { MIPROXY_BIN, binaryIsReal, SKIP_REASON, startMiproxy, runMiproxy } from './miproxy.mjs';
 export { httpRequest, miproxyError } from './client.mjs';
 export { makeFixture, proxyConfig } from './fixture.mjs';
+export { testLogDir, recordSecret, processLog, recordOutput, SECRETS_FILE } from './testlog.mjs';

@@ -7,6 +7,7 @@
 // id `e406a681-f3d4-42a8-90b6-c2b029497af1`, or `https://<account>.blob.core.windows.net`.
 // It also refuses Bearer over plain HTTP, so Azurite must run with --cert/--key.
 import { createHmac, randomUUID } from 'node:crypto';
+import { recordSecret } from './testlog.mjs';
 
 export const DEFAULT_TENANT = '72f988bf-0000-4000-8000-00000000c0de';
 export const STORAGE_AUDIENCE = 'https://storage.azure.com';
@@ -53,7 +54,10 @@ export function mintJwt({
   // A real-looking signature segment; nobody verifies it (the key is not a secret).
   const sig = createHmac('sha256', 'miproxy-test-signing-key').update(signingInput)
     .digest('base64url');
-  return `${signingInput}.${sig}`;
+  const token = `${signingInput}.${sig}`;
+  // Every token a test hands out is on the list the suite-wide secret scan looks for.
+  recordSecret(token);
+  return token;
 }
 
 // Decodes the payload of a compact JWT (no verification), for assertions in tests.

@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { waitForPort } from './net.mjs';
 import { spawnProcess } from './proc.mjs';
+import { processLog, recordOutput } from './testlog.mjs';
 
 export const MIPROXY_BIN = process.env.MIPROXY_BIN ?? '';
 
@@ -27,6 +28,7 @@ export const SKIP_REASON = binaryIsReal ? false
 // stderr }.
 export function runMiproxy(args, { env = process.env, timeoutMs = 60000 } = {}) {
   const r = spawnSync(MIPROXY_BIN, args, { encoding: 'utf8', env, timeout: timeoutMs });
+  recordOutput(`miproxy-${args[0] ?? 'run'}`, r.stdout, r.stderr);
   return { status: r.status, signal: r.signal, stdout: r.stdout, stderr: r.stderr };
 }
 
@@ -38,7 +40,8 @@ function tcpPort(address) {
 // Writes `config` (an object) to a temp file, starts `miproxy run --config FILE`, and waits until
 // every TCP listener (and the admin listener, if any) accepts connections.
 // Returns {
-//   pid, configPath, stdout(), stderr(), accessLog() (stdout parsed as JSON lines),
+//   pid, configPath, logFiles ({stdout, stderr}: where the output is also appended),
+//   stdout(), stderr(), accessLog() (stdout parsed as JSON lines),
 //   waitForLogLine(predicate, timeoutMs = 10000) -> Promise<the first access-log object that
 //     matches> (log lines are written after the response, so they can trail it slightly),
 //   exited: Promise<{code, signal}>, isAlive(),
@@ -52,7 +55,10 @@ export async function startMiproxy({ config, env = process.env, args = [],
   const dir = mkdtempSync(join(tmpdir(), 'miproxy-run-'));
   const configPath = join(dir, 'miproxy.json');
   writeFileSync(configPath, JSON.stringify(config, null, 2));
-  const proc = spawnProcess(MIPROXY_BIN, ['run', '--config', configPath, ...args], { env });
+  // stdout and stderr also go to the suite's log directory for the secret scan (testlog.mjs).
+  const log = processLog('miproxy');
+  const proc = spawnProcess(MIPROXY_BIN, ['run', '--config', configPath, ...args], { env,
+    onStdout: log.stdout, onStderr: log.stderr });
   const ports = (config.listeners ?? []).map((l) => tcpPort(l.address)).filter(Boolean);
   if (config.admin?.address) {
     ports.push(tcpPort(config.admin.address));
@@ -73,6 +79,7 @@ export async function startMiproxy({ config, env = process.env, args = [],
   return {
     pid: proc.pid,
     configPath,
+    logFiles: log.files,
     stdout: proc.stdout,
     stderr: proc.stderr,
     exited: proc.exited,
