@@ -2,6 +2,7 @@
 
 #include <prometheus/text_serializer.h>
 
+#include <limits>
 #include <sstream>
 
 namespace miproxy::proxy {
@@ -19,13 +20,68 @@ size_t method_index(std::string_view method) {
 
 }  // namespace
 
+AtomicHistogram::AtomicHistogram(const std::vector<double>* bounds)
+    : bounds_(bounds), counts_(new std::atomic<uint64_t>[bounds->size() + 1]) {
+  for (size_t i = 0; i <= bounds_->size(); ++i) counts_[i].store(0, std::memory_order_relaxed);
+}
+
+void AtomicHistogram::observe(double seconds) {
+  size_t i = 0;
+  while (i < bounds_->size() && seconds > (*bounds_)[i]) ++i;
+  counts_[i].fetch_add(1, std::memory_order_relaxed);
+  sum_ns_.fetch_add(static_cast<uint64_t>(seconds * 1e9), std::memory_order_relaxed);
+}
+
+prometheus::ClientMetric::Histogram AtomicHistogram::snapshot() const {
+  prometheus::ClientMetric::Histogram h;
+  uint64_t cumulative = 0;
+  for (size_t i = 0; i <= bounds_->size(); ++i) {
+    cumulative += counts_[i].load(std::memory_order_relaxed);
+    prometheus::ClientMetric::Bucket b;
+    b.cumulative_count = cumulative;
+    b.upper_bound = i < bounds_->size() ? (*bounds_)[i] : std::numeric_limits<double>::infinity();
+    h.bucket.push_back(b);
+  }
+  h.sample_count = cumulative;
+  h.sample_sum = static_cast<double>(sum_ns_.load(std::memory_order_relaxed)) / 1e9;
+  return h;
+}
+
+AtomicHistogramFamily::AtomicHistogramFamily(std::string name, std::string help,
+                                             std::vector<double> bounds)
+    : name_(std::move(name)), help_(std::move(help)), bounds_(std::move(bounds)) {}
+
+AtomicHistogram* AtomicHistogramFamily::add(const std::string& route) {
+  std::lock_guard lock(mu_);
+  for (auto& [r, h] : children_) {
+    if (r == route) return h.get();
+  }
+  children_.emplace_back(route, std::make_unique<AtomicHistogram>(&bounds_));
+  return children_.back().second.get();
+}
+
+prometheus::MetricFamily AtomicHistogramFamily::collect() const {
+  prometheus::MetricFamily f;
+  f.name = name_;
+  f.help = help_;
+  f.type = prometheus::MetricType::Histogram;
+  std::lock_guard lock(mu_);
+  for (const auto& [route, h] : children_) {
+    prometheus::ClientMetric m;
+    m.label.push_back({"route", route});
+    m.histogram = h->snapshot();
+    f.metric.push_back(std::move(m));
+  }
+  return f;
+}
+
 void RouteMetrics::observe(std::string_view method, int status, double seconds,
                            double upstream_seconds) const {
   int cls = status / 100;
   if (cls < 1 || cls > 5) cls = 5;
   requests[method_index(method)][static_cast<size_t>(cls - 1)]->Increment();
-  duration->Observe(seconds);
-  if (upstream_seconds > 0) upstream_duration->Observe(upstream_seconds);
+  duration->observe(seconds);
+  if (upstream_seconds > 0) upstream_duration->observe(upstream_seconds);
 }
 
 Metrics::Metrics()
@@ -34,15 +90,13 @@ Metrics::Metrics()
                     .Name("miproxy_requests_total")
                     .Help("Requests answered, by route, method and status class.")
                     .Register(*registry_)),
-      duration_(prometheus::BuildHistogram()
-                    .Name("miproxy_request_duration_seconds")
-                    .Help("Time from the request head to the end of the response, by route.")
-                    .Register(*registry_)),
-      upstream_duration_(prometheus::BuildHistogram()
-                             .Name("miproxy_upstream_duration_seconds")
-                             .Help("Time from the request head sent upstream to the first "
-                                   "response byte, by route.")
-                             .Register(*registry_)),
+      duration_("miproxy_request_duration_seconds",
+                "Time from the request head to the end of the response, by route.",
+                kLatencyBuckets),
+      upstream_duration_("miproxy_upstream_duration_seconds",
+                         "Time from the request head sent upstream to the first response "
+                         "byte, by route.",
+                         kLatencyBuckets),
       token_acquisitions_(prometheus::BuildCounter()
                               .Name("miproxy_token_acquisitions_total")
                               .Help("Token endpoint attempts, by identity, source and result.")
@@ -97,8 +151,8 @@ std::shared_ptr<const RouteMetrics> Metrics::route(const std::string& name) {
                                           {"status_class", std::string(kClasses[c])}});
     }
   }
-  m->duration = &duration_.Add({{"route", name}}, kLatencyBuckets);
-  m->upstream_duration = &upstream_duration_.Add({{"route", name}}, kLatencyBuckets);
+  m->duration = duration_.add(name);
+  m->upstream_duration = upstream_duration_.add(name);
   routes_[name] = m;
   return m;
 }
@@ -137,7 +191,10 @@ void Metrics::set_worker_totals(uint64_t connects, uint64_t reused, uint64_t ups
 
 std::string Metrics::serialize() {
   std::ostringstream out;
-  prometheus::TextSerializer().Serialize(out, registry_->Collect());
+  auto families = registry_->Collect();
+  families.push_back(duration_.collect());
+  families.push_back(upstream_duration_.collect());
+  prometheus::TextSerializer().Serialize(out, families);
   return out.str();
 }
 

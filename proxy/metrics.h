@@ -11,6 +11,9 @@
 #include <prometheus/registry.h>
 
 #include <array>
+#include <atomic>
+#include <prometheus/metric_family.h>
+#include <vector>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -19,6 +22,36 @@
 
 namespace miproxy::proxy {
 
+// A histogram whose Observe() is a few relaxed atomic increments: no lock (prometheus-cpp 1.0's
+// Histogram takes a mutex per observation, which every worker would share per route). The sum
+// is kept in integer nanoseconds so it needs no compare-and-swap loop on a double.
+class AtomicHistogram {
+ public:
+  explicit AtomicHistogram(const std::vector<double>* bounds);
+  void observe(double seconds);
+  prometheus::ClientMetric::Histogram snapshot() const;
+
+ private:
+  const std::vector<double>* bounds_;
+  std::unique_ptr<std::atomic<uint64_t>[]> counts_;  // bounds_->size() + 1 (the +Inf bucket)
+  std::atomic<uint64_t> sum_ns_{0};
+};
+
+// A family of AtomicHistograms, one per route label, serialised next to the registry's.
+class AtomicHistogramFamily {
+ public:
+  AtomicHistogramFamily(std::string name, std::string help, std::vector<double> bounds);
+  // Control thread (or any, under the family's mutex); the child lives as long as the family.
+  AtomicHistogram* add(const std::string& route);
+  prometheus::MetricFamily collect() const;
+
+ private:
+  std::string name_, help_;
+  std::vector<double> bounds_;
+  mutable std::mutex mu_;
+  std::vector<std::pair<std::string, std::unique_ptr<AtomicHistogram>>> children_;
+};
+
 // Methods with their own label value; anything else counts as "OTHER".
 inline constexpr std::array<std::string_view, 8> kMetricMethods = {
     "GET", "HEAD", "PUT", "POST", "DELETE", "PATCH", "OPTIONS", "OTHER"};
@@ -26,8 +59,8 @@ inline constexpr std::array<std::string_view, 8> kMetricMethods = {
 struct RouteMetrics {
   // [method index][status class 1xx..5xx]
   std::array<std::array<prometheus::Counter*, 5>, kMetricMethods.size()> requests{};
-  prometheus::Histogram* duration = nullptr;
-  prometheus::Histogram* upstream_duration = nullptr;
+  AtomicHistogram* duration = nullptr;
+  AtomicHistogram* upstream_duration = nullptr;
 
   void observe(std::string_view method, int status, double seconds, double upstream_seconds) const;
 };
@@ -55,8 +88,8 @@ class Metrics {
  private:
   std::shared_ptr<prometheus::Registry> registry_;
   prometheus::Family<prometheus::Counter>& requests_;
-  prometheus::Family<prometheus::Histogram>& duration_;
-  prometheus::Family<prometheus::Histogram>& upstream_duration_;
+  AtomicHistogramFamily duration_;
+  AtomicHistogramFamily upstream_duration_;
   prometheus::Family<prometheus::Counter>& token_acquisitions_;
   prometheus::Family<prometheus::Histogram>& token_latency_;
   prometheus::Family<prometheus::Gauge>& token_expiry_;
