@@ -4,6 +4,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "base/json_line.h"
 #include "base/log.h"
 #include "proxy/conn.h"
 #include "proxy/worker.h"
@@ -572,32 +573,31 @@ void ClientConn::log_request(const Exchange* ex, int status, std::string_view er
   if (metrics_) metrics_->observe(method_, status, ms / 1000, ex ? ex->upstream_ms() / 1000 : 0);
   metrics_ = nullptr;
   if (!log::enabled(log::Level::INFO)) return;
-  nlohmann::json line = {
-      {"time", log::now_rfc3339()},
-      {"method", method_},
-      {"path", log_path_},
-      {"status", status},
-      {"bytes_in", bytes_in_},
-      {"duration_ms", ms},
-  };
+  JsonLine line;
+  line.add("time", log::now_rfc3339())
+      .add("method", method_)
+      .add("path", log_path_)
+      .add("status", status)
+      .add("bytes_in", bytes_in_)
+      .add("duration_ms", ms);
   if (ex) {
-    line["route"] = ex->route().name;
-    line["identity"] = ex->route().identity;
-    line["token_source"] = ex->token_source();
-    line["bytes_out"] = ex->bytes_out();
-    line["upstream_ms"] = ex->upstream_ms();
-    if (!ex->object_id().empty()) line["object_id"] = ex->object_id();
-    if (!ex->service_error().empty()) line["service_error"] = ex->service_error();
+    line.add("route", ex->route().name)
+        .add("identity", ex->route().identity)
+        .add("token_source", ex->token_source())
+        .add("bytes_out", ex->bytes_out())
+        .add("upstream_ms", ex->upstream_ms());
+    if (!ex->object_id().empty()) line.add("object_id", ex->object_id());
+    if (!ex->service_error().empty()) line.add("service_error", ex->service_error());
   }
   if (!request_id_.empty()) {
-    line["client_request_id"] = request_id_;
+    line.add("client_request_id", request_id_);
   } else if (std::string_view id; !ex && headers_.find(HeaderToken::X_MS_CLIENT_REQUEST_ID, &id)) {
     // Answered before a route was chosen (NoRoute, BadRequest, ...): the app's own id still
     // lets the operator find the request.
-    line["client_request_id"] = std::string(id);
+    line.add("client_request_id", id);
   }
-  if (!error_code.empty()) line["error"] = error_code;
-  log::access(line);
+  if (!error_code.empty()) line.add("error", error_code);
+  log::access_line(line.finish());
 }
 
 }  // namespace miproxy::proxy
