@@ -220,6 +220,7 @@ Worker::Worker(Server& server, unsigned index) : server_(server), index_(index) 
   connector_ = std::make_unique<Connector>(&loop_);
   uv_check_init(&loop_, &reaper_);
   reaper_.data = this;
+  uv_idle_init(&loop_, &kick_);
 }
 
 Worker::~Worker() {
@@ -320,14 +321,8 @@ void Worker::schedule_reap() {
   if (!uv_is_active(reinterpret_cast<uv_handle_t*>(&reaper_)) &&
       !uv_is_closing(reinterpret_cast<uv_handle_t*>(&reaper_))) {
     uv_check_start(&reaper_, &Worker::on_reap);
-    // Make sure the loop turns even when nothing else is pending.
-    uv_idle_t* kick = new uv_idle_t;
-    uv_idle_init(&loop_, kick);
-    uv_idle_start(kick, [](uv_idle_t* h) {
-      uv_idle_stop(h);
-      uv_close(reinterpret_cast<uv_handle_t*>(h),
-               [](uv_handle_t* x) { delete reinterpret_cast<uv_idle_t*>(x); });
-    });
+    // An active idle handle keeps the next poll from blocking, so the reaper runs promptly.
+    uv_idle_start(&kick_, [](uv_idle_t* h) { uv_idle_stop(h); });
   }
 }
 
@@ -388,6 +383,7 @@ void Worker::maybe_finish() {
   executor_->close();
   if (!uv_is_closing(reinterpret_cast<uv_handle_t*>(&reaper_))) {
     uv_close(reinterpret_cast<uv_handle_t*>(&reaper_), nullptr);
+    uv_close(reinterpret_cast<uv_handle_t*>(&kick_), nullptr);
   }
 }
 

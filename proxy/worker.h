@@ -110,6 +110,7 @@ class Worker {
   std::vector<ClientConn*> graveyard_;
   std::vector<std::unique_ptr<Exchange>> dead_exchanges_;
   uv_check_t reaper_;
+  uv_idle_t kick_;
   WorkerStats stats_;
   bool draining_ = false;
   bool finished_ = false;
