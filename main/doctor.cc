@@ -409,7 +409,8 @@ class Doctor {
     };
     std::string base = "the upstream answered " + std::to_string(status) +
                        (code.empty() ? "" : " " + code) +
-                       (message.empty() ? "" : ": " + message) + ". ";
+                       (message.empty() ? "" : ": " + message) +
+                       (message.ends_with(".") ? " " : ". ");
     if (has("AuthorizationPermissionMismatch") || has("ForbiddenByRbac") ||
         has("AccessDenied") || has("AuthorizationFailed")) {
       return base + "Missing data-plane role: identity (object id " + who +
