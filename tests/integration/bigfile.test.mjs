@@ -73,8 +73,9 @@ test('1 GiB upload and 1 GiB download stream through with identical SHA-256 and 
     });
 
     await t.test('peak RSS of miproxy stayed under 64 MiB', { skip: sanitized && 'sanitizer build' },
-      () => {
+      (tt) => {
         const peak = rssPeakOfPid(proxy.pid);
+        tt.diagnostic(`miproxy VmHWM after 1 GiB up and 1 GiB down: ${(peak / 1048576).toFixed(1)} MiB`);
         assert.ok(peak < RSS_LIMIT, `VmHWM ${(peak / 1048576).toFixed(1)} MiB`);
       });
   });

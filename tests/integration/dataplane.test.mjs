@@ -369,7 +369,7 @@ describe('data path', () => {
   });
 
   it('10,000 keep-alive requests on one client connection reuse upstream connections',
-    async () => {
+    async (t) => {
       const conn = await RawConnection.connect(port);
       const n = 10000;
       try {
@@ -385,6 +385,8 @@ describe('data path', () => {
       }
       assert.equal(keepAlive.requests.length, n);
       const stats = keepAlive.stats();
+      t.diagnostic(`${n} requests: ${stats.tcpConnections} upstream TCP connections, `
+        + `${stats.tlsHandshakes} TLS handshakes`);
       assert.ok(stats.tlsHandshakes <= 4,
         `${stats.tlsHandshakes} upstream TLS handshakes for ${n} requests`);
       assert.ok(stats.tcpConnections <= 4,
