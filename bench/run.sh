@@ -64,7 +64,7 @@ for w in "${WORKLOAD_LIST[@]}"; do
   case "$w" in get1k|get1m|put1m) ;; *) echo "run.sh: unknown workload $w" >&2; exit 2 ;; esac
 done
 for p in "${PROXY_LIST[@]}"; do
-  case "$p" in nginx|miproxy) ;; *) echo "run.sh: unknown proxy $p" >&2; exit 2 ;; esac
+  case "$p" in nginx|nginx-stream|miproxy) ;; *) echo "run.sh: unknown proxy $p" >&2; exit 2 ;; esac
 done
 
 # Workload table: path, connections, method, request body bytes.
@@ -162,18 +162,18 @@ chmod 711 "$TMP"
 
 port_in_use() { [[ -n $(ss -Htln "sport = :$1" 2>/dev/null) ]]; }
 taken_ports=" "
-free_port() {
+free_port() {  # free_port VAR: sets VAR to a free loopback port not handed out before
   local p i
   for i in $(seq 1 200); do
     p=$(( 20000 + RANDOM % 40000 ))
     if [[ "$taken_ports" != *" $p "* ]] && ! port_in_use "$p"; then
       taken_ports+="$p "
-      echo "$p"
+      printf -v "$1" '%s' "$p"
       return 0
     fi
   done
   echo "run.sh: no free port found" >&2
-  return 1
+  exit 1
 }
 
 wait_port() {  # wait_port PORT PID SECONDS
@@ -281,10 +281,11 @@ head -c 1048576 /dev/zero | tr '\0' 'b' > "$WWW/1m"
 chmod 755 "$WWW"
 chmod 644 "$WWW/1k" "$WWW/1m"
 
-UP_PORT=$(free_port)
-SINK_PORT=$(free_port)
-NGINX_PORT=$(free_port)
-MIPROXY_PORT=$(free_port)
+free_port UP_PORT
+free_port SINK_PORT
+free_port NGINX_PORT
+free_port NGINX_STREAM_PORT
+free_port MIPROXY_PORT
 
 nginx_common() {  # nginx_common DIR
   local d=$1
@@ -376,20 +377,30 @@ $(nginx_temp_paths "$NG_DIR")
     keepalive_requests 1000000;
     keepalive_timeout 300s;
   }
+  proxy_http_version 1.1;
+  proxy_set_header Connection "";
+  proxy_set_header Authorization "Bearer $TOKEN";
+  proxy_ssl_trusted_certificate $CA;
+  proxy_ssl_verify on;
+  proxy_ssl_verify_depth 2;
+  proxy_ssl_name localhost;
+  proxy_ssl_server_name on;
+  proxy_ssl_session_reuse on;
+  client_max_body_size 2m;
+  # "nginx": the comparator, nginx defaults (buffers bodies, spills large ones to temp files).
   server {
     listen 127.0.0.1:$NGINX_PORT;
-    client_max_body_size 2m;
     location / {
       proxy_pass https://bench_up;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_set_header Authorization "Bearer $TOKEN";
-      proxy_ssl_trusted_certificate $CA;
-      proxy_ssl_verify on;
-      proxy_ssl_verify_depth 2;
-      proxy_ssl_name localhost;
-      proxy_ssl_server_name on;
-      proxy_ssl_session_reuse on;
+    }
+  }
+  # "nginx-stream" (opt-in): the same worker and pool, streaming both bodies like miproxy.
+  server {
+    listen 127.0.0.1:$NGINX_STREAM_PORT;
+    location / {
+      proxy_pass https://bench_up;
+      proxy_buffering off;
+      proxy_request_buffering off;
     }
   }
 }
@@ -454,11 +465,17 @@ if (( want_miproxy )); then
   fi
 fi
 
-proxy_port() { case "$1" in nginx) echo "$NGINX_PORT" ;; miproxy) echo "$MIPROXY_PORT" ;; esac; }
+proxy_port() {
+  case "$1" in
+    nginx) echo "$NGINX_PORT" ;;
+    nginx-stream) echo "$NGINX_STREAM_PORT" ;;
+    miproxy) echo "$MIPROXY_PORT" ;;
+  esac
+}
 # All processes of a proxy (nginx: master and worker).
 proxy_pids() {
   case "$1" in
-    nginx) echo "$NG_PID $(child_pids "$NG_PID")" ;;
+    nginx|nginx-stream) echo "$NG_PID $(child_pids "$NG_PID")" ;;
     miproxy) echo "$MP_PID" ;;
   esac
 }
@@ -541,7 +558,13 @@ printf 'upstream nginx 127.0.0.1:%s; proxies: %s\n\n' "$UP_PORT" "${ACTIVE_PROXI
 
 for (( rep=1; rep<=REPEAT; rep++ )); do
   for w in "${WORKLOAD_LIST[@]}"; do
-    for p in "${ACTIVE_PROXIES[@]}"; do
+    # Alternate which proxy goes first, so a drift in machine load does not always favour one.
+    order=("${ACTIVE_PROXIES[@]}")
+    if (( rep % 2 == 0 )); then
+      order=()
+      for (( i=${#ACTIVE_PROXIES[@]}-1; i>=0; i-- )); do order+=("${ACTIVE_PROXIES[$i]}"); done
+    fi
+    for p in "${order[@]}"; do
       port=$(proxy_port "$p")
       out="$WRK_OUT/$p-$w-$rep.txt"
       if (( WARMUP > 0 )); then
@@ -583,7 +606,7 @@ for (( rep=1; rep<=REPEAT; rep++ )); do
       ROWS+=("$p $w $rep $req $dur $(( c1 - c0 )) $(( u1 - u0 )) $rss \
 $(bench_field "$out" p50_us) $(bench_field "$out" p90_us) $(bench_field "$out" p99_us) \
 $(bench_field "$out" p999_us) $(bench_field "$out" max_us) $errs $(( k1 - k0 )) $other")
-      printf '  measured %-8s %-6s rep %d: %s requests\n' "$p" "$w" "$rep" "$req" >&2
+      printf '  measured %-12s %-6s rep %d: %s requests\n' "$p" "$w" "$rep" "$req" >&2
     done
   done
 done
@@ -601,7 +624,7 @@ AWK_ROWS=$(printf '%s\n' "${ROWS[@]}")
 printf '\n'
 awk -v tck="$CLK_TCK" -v ncpu="$(nproc)" '
   BEGIN {
-    printf "%-8s %-20s %3s %8s %10s %10s %8s %8s %8s %7s %6s %6s\n", "proxy", "workload", "rep",
+    printf "%-12s %-20s %3s %8s %10s %10s %8s %8s %8s %7s %6s %6s\n", "proxy", "workload", "rep",
       "req/s", "cpu us/req", "upstr us/r", "p50 ms", "p99 ms", "max ms", "rss MiB", "other%", "errors"
   }
   {
@@ -610,7 +633,7 @@ awk -v tck="$CLK_TCK" -v ncpu="$(nproc)" '
     cpu = ($4 > 0) ? $6 * 1e6 / tck / $4 : 0
     up = ($4 > 0) ? $7 * 1e6 / tck / $4 : 0
     other = ($5 > 0) ? 100 * ($16 / tck) / ($5 / 1e6) / ncpu : 0
-    printf "%-8s %-20s %3d %8.0f %10.1f %10.1f %8.2f %8.2f %8.2f %7.1f %6.0f %6d\n", $1, desc, $3,
+    printf "%-12s %-20s %3d %8.0f %10.1f %10.1f %8.2f %8.2f %8.2f %7.1f %6.0f %6d\n", $1, desc, $3,
       rps, cpu, up, $9 / 1000, $11 / 1000, $13 / 1000, $8 / 1024, other, $14
   }' <<< "$AWK_ROWS"
 printf '(other%%: share of the machine used by processes other than the proxy, upstream and wrk)\n'
@@ -618,11 +641,13 @@ printf '(other%%: share of the machine used by processes other than the proxy, u
 
 # Verdict per workload: mean over repeats; target cpu(miproxy) <= 0.8 x cpu(nginx) and
 # p99(miproxy) <= p99(nginx).
-VERDICT=$(awk -v tck="$CLK_TCK" '
+VERDICT=$(awk -v tck="$CLK_TCK" -v ncpu="$(nproc)" '
   $4 > 0 && $14 == 0 {
     key = $1 SUBSEP $2
     n[key]++; cpu[key] += $6 * 1e6 / tck / $4; p99[key] += $11
     seen[$2] = 1
+    o = 100 * ($16 / tck) / ($5 / 1e6) / ncpu
+    if (o > other[$2]) other[$2] = o
   }
   END {
     for (w in seen) {
@@ -631,15 +656,17 @@ VERDICT=$(awk -v tck="$CLK_TCK" '
       cn = cpu[kn] / n[kn]; cm = cpu[km] / n[km]
       pn = p99[kn] / n[kn]; pm = p99[km] / n[km]
       ok = (cm <= 0.8 * cn && pm <= pn) ? "MEETS" : "MISSES"
-      printf "%s %.1f %.1f %.3f %.0f %.0f %.3f %s\n", w, cn, cm, cm / cn, pn, pm, pm / pn, ok
+      printf "%s %.1f %.1f %.3f %.0f %.0f %.3f %s %.0f\n", w, cn, cm, cm / cn, pn, pm, pm / pn, ok,
+        other[w]
     }
   }' <<< "$AWK_ROWS" | sort)
 
 if [[ -n "$VERDICT" ]]; then
   printf '\ntarget: miproxy CPU/request <= 0.8 x nginx and p99 <= nginx (means over repeats)\n'
   awk '{
-    printf "  %-6s cpu us/req nginx %8.1f  miproxy %8.1f  ratio %5.2f | p99 ms nginx %7.2f  miproxy %7.2f  ratio %5.2f  %s\n",
-      $1, $2, $3, $4, $5 / 1000, $6 / 1000, $7, $8
+    printf "  %-6s cpu us/req nginx %8.1f  miproxy %8.1f  ratio %5.2f | p99 ms nginx %7.2f  miproxy %7.2f  ratio %5.2f  %s%s\n",
+      $1, $2, $3, $4, $5 / 1000, $6 / 1000, $7, $8,
+      ($9 > 20 ? sprintf(" (noisy: other load up to %d%%)", $9) : "")
   }' <<< "$VERDICT"
 fi
 if [[ "${NGINX_BODY_TEMPFILES:-0}" != 0 || "${NGINX_RESPONSE_TEMPFILES:-0}" != 0 ]]; then
@@ -693,8 +720,9 @@ json_str() { printf '"%s"' "$(printf '%s' "$1" | sed 's/\\/\\\\/g; s/"/\\"/g')";
     awk '{
       printf "%s    { \"workload\": \"%s\", \"nginx_cpu_us_per_request\": %s, " \
         "\"miproxy_cpu_us_per_request\": %s, \"cpu_ratio\": %s, \"nginx_p99_us\": %s, " \
-        "\"miproxy_p99_us\": %s, \"p99_ratio\": %s, \"target\": \"%s\" }",
-        (NR > 1 ? ",\n" : ""), $1, $2, $3, $4, $5, $6, $7, $8
+        "\"miproxy_p99_us\": %s, \"p99_ratio\": %s, \"target\": \"%s\", " \
+        "\"max_other_load_pct\": %s }",
+        (NR > 1 ? ",\n" : ""), $1, $2, $3, $4, $5, $6, $7, $8, $9
     } END { printf "\n" }' <<< "$VERDICT"
   fi
   printf '  ]\n'
