@@ -228,6 +228,17 @@ children_ticks() {
   echo $(( f[13] + f[14] ))
 }
 
+# Sum of Pss (KiB) over the given PIDs: shared pages split between the processes sharing them,
+# so an nginx master + worker is not counted twice. Current value, not a peak.
+pss_kib() {
+  local total=0 pid v
+  for pid in "$@"; do
+    v=$(awk '/^Pss:/ {print $2}' "/proc/$pid/smaps_rollup" 2>/dev/null || true)
+    total=$(( total + ${v:-0} ))
+  done
+  echo "$total"
+}
+
 # Reset VmHWM to the current RSS so each workload reports its own peak (Linux clear_refs 5).
 HWM_RESET_OK=1
 reset_peak_rss() {
@@ -548,7 +559,7 @@ bench_field() {  # bench_field FILE KEY
 # One row per measurement, space separated:
 #  1 proxy 2 workload 3 rep 4 requests 5 wrk_duration_us 6 proxy_ticks 7 upstream_ticks
 #  8 peak_rss_kib 9 p50_us 10 p90_us 11 p99_us 12 p999_us 13 max_us 14 errors 15 wrk_ticks
-#  16 other_ticks
+#  16 other_ticks 17 pss_kib_after
 ROWS=()
 TS=$(date -u +%Y%m%dT%H%M%SZ)
 
@@ -588,6 +599,7 @@ for (( rep=1; rep<=REPEAT; rep++ )); do
       other=$(( (m1 - m0) - (c1 - c0) - (u1 - u0) - (k1 - k0) ))
       (( other < 0 )) && other=0
       rss=$(peak_rss_kib "${pids[@]}")
+      pss=$(pss_kib "${pids[@]}")
       if ! kill -0 "${pids[0]}" 2>/dev/null; then
         echo "run.sh: $p exited during $w" >&2
         FAILED=1
@@ -605,7 +617,7 @@ for (( rep=1; rep<=REPEAT; rep++ )); do
       fi
       ROWS+=("$p $w $rep $req $dur $(( c1 - c0 )) $(( u1 - u0 )) $rss \
 $(bench_field "$out" p50_us) $(bench_field "$out" p90_us) $(bench_field "$out" p99_us) \
-$(bench_field "$out" p999_us) $(bench_field "$out" max_us) $errs $(( k1 - k0 )) $other")
+$(bench_field "$out" p999_us) $(bench_field "$out" max_us) $errs $(( k1 - k0 )) $other $pss")
       printf '  measured %-12s %-6s rep %d: %s requests\n' "$p" "$w" "$rep" "$req" >&2
     done
   done
@@ -624,8 +636,9 @@ AWK_ROWS=$(printf '%s\n' "${ROWS[@]}")
 printf '\n'
 awk -v tck="$CLK_TCK" -v ncpu="$(nproc)" '
   BEGIN {
-    printf "%-12s %-20s %3s %8s %10s %10s %8s %8s %8s %7s %6s %6s\n", "proxy", "workload", "rep",
-      "req/s", "cpu us/req", "upstr us/r", "p50 ms", "p99 ms", "max ms", "rss MiB", "other%", "errors"
+    printf "%-12s %-20s %3s %8s %10s %10s %8s %8s %8s %7s %7s %6s %6s\n", "proxy", "workload", "rep",
+      "req/s", "cpu us/req", "upstr us/r", "p50 ms", "p99 ms", "max ms", "rss MiB", "pss MiB",
+      "other%", "errors"
   }
   {
     desc = ($2 == "get1k") ? "GET 1 KiB, 64 conns" : ($2 == "get1m") ? "GET 1 MiB, 8 conns" : "PUT 1 MiB, 8 conns"
@@ -633,8 +646,8 @@ awk -v tck="$CLK_TCK" -v ncpu="$(nproc)" '
     cpu = ($4 > 0) ? $6 * 1e6 / tck / $4 : 0
     up = ($4 > 0) ? $7 * 1e6 / tck / $4 : 0
     other = ($5 > 0) ? 100 * ($16 / tck) / ($5 / 1e6) / ncpu : 0
-    printf "%-12s %-20s %3d %8.0f %10.1f %10.1f %8.2f %8.2f %8.2f %7.1f %6.0f %6d\n", $1, desc, $3,
-      rps, cpu, up, $9 / 1000, $11 / 1000, $13 / 1000, $8 / 1024, other, $14
+    printf "%-12s %-20s %3d %8.0f %10.1f %10.1f %8.2f %8.2f %8.2f %7.1f %7.1f %6.0f %6d\n", $1,
+      desc, $3, rps, cpu, up, $9 / 1000, $11 / 1000, $13 / 1000, $8 / 1024, $17 / 1024, other, $14
   }' <<< "$AWK_ROWS"
 printf '(other%%: share of the machine used by processes other than the proxy, upstream and wrk)\n'
 
@@ -709,9 +722,9 @@ json_str() { printf '"%s"' "$(printf '%s' "$1" | sed 's/\\/\\\\/g; s/"/\\"/g')";
         "\"requests\": %d, \"wrk_duration_us\": %d, \"requests_per_s\": %.1f, " \
         "\"cpu_s\": %.2f, \"cpu_us_per_request\": %.2f, \"upstream_cpu_us_per_request\": %.2f, " \
         "\"p50_us\": %d, \"p90_us\": %d, \"p99_us\": %d, \"p999_us\": %d, \"max_us\": %d, " \
-        "\"peak_rss_kib\": %d, \"errors\": %d, \"wrk_cpu_s\": %.2f, \"other_cpu_s\": %.2f }",
+        "\"peak_rss_kib\": %d, \"pss_kib_after\": %d, \"errors\": %d, \"wrk_cpu_s\": %.2f, \"other_cpu_s\": %.2f }",
         (NR > 1 ? ",\n" : ""), $1, $2, $3, conns,
-        $4, $5, rps, $6 / tck, cpu, up, $9, $10, $11, $12, $13, $8, $14, $15 / tck, $16 / tck
+        $4, $5, rps, $6 / tck, cpu, up, $9, $10, $11, $12, $13, $8, $17, $14, $15 / tck, $16 / tck
     }
     END { printf "\n" }' <<< "$AWK_ROWS"
   printf '  ],\n'
