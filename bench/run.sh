@@ -559,7 +559,7 @@ bench_field() {  # bench_field FILE KEY
 # One row per measurement, space separated:
 #  1 proxy 2 workload 3 rep 4 requests 5 wrk_duration_us 6 proxy_ticks 7 upstream_ticks
 #  8 peak_rss_kib 9 p50_us 10 p90_us 11 p99_us 12 p999_us 13 max_us 14 errors 15 wrk_ticks
-#  16 other_ticks 17 pss_kib_after
+#  16 other_ticks 17 pss_kib_after 18 warmup_errors
 ROWS=()
 TS=$(date -u +%Y%m%dT%H%M%SZ)
 
@@ -578,8 +578,16 @@ for (( rep=1; rep<=REPEAT; rep++ )); do
     for p in "${order[@]}"; do
       port=$(proxy_port "$p")
       out="$WRK_OUT/$p-$w-$rep.txt"
+      werrs=0
       if (( WARMUP > 0 )); then
         run_wrk "$w" "$port" "$WARMUP" "$out.warmup" || true
+        for k in err_connect err_read err_write err_status err_timeout; do
+          v=$(bench_field "$out.warmup" "$k"); werrs=$(( werrs + ${v:-0} ))
+        done
+        if (( werrs > 0 )); then
+          printf '  note: %s %s warm-up had %d errors (%s)\n' "$p" "$w" "$werrs" \
+            "$(grep -E 'Socket errors|Non-2xx' "$out.warmup" | tr -s ' ' | tr '\n' ';')" >&2
+        fi
       fi
       read -r -a pids <<< "$(proxy_pids "$p")"
       read -r -a upids <<< "$(upstream_pids)"
@@ -617,7 +625,7 @@ for (( rep=1; rep<=REPEAT; rep++ )); do
       fi
       ROWS+=("$p $w $rep $req $dur $(( c1 - c0 )) $(( u1 - u0 )) $rss \
 $(bench_field "$out" p50_us) $(bench_field "$out" p90_us) $(bench_field "$out" p99_us) \
-$(bench_field "$out" p999_us) $(bench_field "$out" max_us) $errs $(( k1 - k0 )) $other $pss")
+$(bench_field "$out" p999_us) $(bench_field "$out" max_us) $errs $(( k1 - k0 )) $other $pss $werrs")
       printf '  measured %-12s %-6s rep %d: %s requests\n' "$p" "$w" "$rep" "$req" >&2
     done
   done
@@ -722,9 +730,9 @@ json_str() { printf '"%s"' "$(printf '%s' "$1" | sed 's/\\/\\\\/g; s/"/\\"/g')";
         "\"requests\": %d, \"wrk_duration_us\": %d, \"requests_per_s\": %.1f, " \
         "\"cpu_s\": %.2f, \"cpu_us_per_request\": %.2f, \"upstream_cpu_us_per_request\": %.2f, " \
         "\"p50_us\": %d, \"p90_us\": %d, \"p99_us\": %d, \"p999_us\": %d, \"max_us\": %d, " \
-        "\"peak_rss_kib\": %d, \"pss_kib_after\": %d, \"errors\": %d, \"wrk_cpu_s\": %.2f, \"other_cpu_s\": %.2f }",
+        "\"peak_rss_kib\": %d, \"pss_kib_after\": %d, \"errors\": %d, \"warmup_errors\": %d, \"wrk_cpu_s\": %.2f, \"other_cpu_s\": %.2f }",
         (NR > 1 ? ",\n" : ""), $1, $2, $3, conns,
-        $4, $5, rps, $6 / tck, cpu, up, $9, $10, $11, $12, $13, $8, $17, $14, $15 / tck, $16 / tck
+        $4, $5, rps, $6 / tck, cpu, up, $9, $10, $11, $12, $13, $8, $17, $14, $18, $15 / tck, $16 / tck
     }
     END { printf "\n" }' <<< "$AWK_ROWS"
   printf '  ],\n'
