@@ -60,6 +60,26 @@ class Cursor {
   size_t pos_ = 0;
 };
 
+// "HH:MM:SS" (the hour with |min_hour_digits| to 2 digits), without any fraction.
+struct TimeOfDay {
+  int hour, minute, second;
+};
+std::optional<TimeOfDay> read_time(Cursor& c, size_t min_hour_digits = 2) {
+  auto hour = c.digits(min_hour_digits, 2);
+  if (!hour || !c.eat(':')) {
+    return std::nullopt;
+  }
+  auto minute = c.digits(2, 2);
+  if (!minute || !c.eat(':')) {
+    return std::nullopt;
+  }
+  auto second = c.digits(2, 2);
+  if (!second) {
+    return std::nullopt;
+  }
+  return TimeOfDay{*hour, *minute, *second};
+}
+
 std::optional<Clock::time_point> make_utc(int year, int month, int day, int hour, int minute,
                                           int second, int offset_minutes) {
   if (year < 1970 || year > 9999 || hour > 23 || minute > 59 || second > 59) {
@@ -122,18 +142,13 @@ std::optional<Clock::time_point> parse_rfc3339(std::string_view text) {
   if (!day || !(c.eat('T') || c.eat('t') || c.eat(' '))) {
     return std::nullopt;
   }
-  auto hour = c.digits(2, 2);
-  if (!hour || !c.eat(':')) {
+  auto time = read_time(c);
+  if (!time) {
     return std::nullopt;
   }
-  auto minute = c.digits(2, 2);
-  if (!minute || !c.eat(':')) {
-    return std::nullopt;
-  }
-  auto second = c.digits(2, 2);
-  if (!second) {
-    return std::nullopt;
-  }
+  auto hour = std::optional<int>(time->hour);
+  auto minute = std::optional<int>(time->minute);
+  auto second = std::optional<int>(time->second);
   if (c.eat('.') && c.skip_digits() == 0) {
     return std::nullopt;
   }
@@ -159,18 +174,13 @@ std::optional<Clock::time_point> parse_us_date(std::string_view text) {
   if (!year || !c.eat(' ')) {
     return std::nullopt;
   }
-  auto hour = c.digits(1, 2);
-  if (!hour || !c.eat(':')) {
+  auto time = read_time(c, 1);
+  if (!time) {
     return std::nullopt;
   }
-  auto minute = c.digits(2, 2);
-  if (!minute || !c.eat(':')) {
-    return std::nullopt;
-  }
-  auto second = c.digits(2, 2);
-  if (!second) {
-    return std::nullopt;
-  }
+  auto hour = std::optional<int>(time->hour);
+  auto minute = std::optional<int>(time->minute);
+  auto second = std::optional<int>(time->second);
   int h = *hour;
   if (c.eat(" AM") || c.eat(" am")) {
     if (h < 1 || h > 12) {
@@ -327,18 +337,13 @@ std::optional<Clock::time_point> parse_cli_local_time(std::string_view text) {
   if (!day || !c.eat(' ')) {
     return std::nullopt;
   }
-  auto hour = c.digits(2, 2);
-  if (!hour || !c.eat(':')) {
+  auto time = read_time(c);
+  if (!time) {
     return std::nullopt;
   }
-  auto minute = c.digits(2, 2);
-  if (!minute || !c.eat(':')) {
-    return std::nullopt;
-  }
-  auto second = c.digits(2, 2);
-  if (!second) {
-    return std::nullopt;
-  }
+  auto hour = std::optional<int>(time->hour);
+  auto minute = std::optional<int>(time->minute);
+  auto second = std::optional<int>(time->second);
   if (c.eat('.') && c.skip_digits() == 0) {
     return std::nullopt;
   }
