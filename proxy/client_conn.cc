@@ -128,6 +128,13 @@ void ClientConn::update_reading() {
 
 void ClientConn::start_timer(double seconds) {
   if (!timer_) return;
+  timer_for_response_ = false;
+  uv_timer_start(timer_, &ClientConn::on_timer, static_cast<uint64_t>(seconds * 1000), 0);
+}
+
+void ClientConn::arm_response_timer(double seconds) {
+  if (!timer_) return;
+  timer_for_response_ = true;
   uv_timer_start(timer_, &ClientConn::on_timer, static_cast<uint64_t>(seconds * 1000), 0);
 }
 
@@ -138,6 +145,13 @@ void ClientConn::stop_timer() {
 void ClientConn::on_timer(uv_timer_t* timer) {
   auto* c = static_cast<ClientConn*>(timer->data);
   if (!c) return;
+  if (c->timer_for_response_) {
+    c->timer_for_response_ = false;
+    if (c->ex_) {
+      c->ex_->on_response_timeout();
+      return;
+    }
+  }
   if (c->head_bytes_ > 0 && !c->ex_) {
     // Slow or stalled request head (slowloris): answer 408 and close.
     c->respond_error(408, "RequestTimeout", "request head not received in time", true);

@@ -57,8 +57,14 @@ class ClientConn : public Transport::Handler {
   void respond_error(int status, std::string_view code, const std::string& message,
                      bool close);
   bool client_keep_alive() const { return keep_alive_; }
+  // Runs the connection's timer for the current exchange's response timeout.
+  void arm_response_timer(double seconds);
+  void stop_timer();
   int http_minor() const { return http_minor_; }
   Worker& worker() { return worker_; }
+  HeaderList& response_headers() { return resp_headers_; }
+  std::string& response_reason() { return resp_reason_; }
+  std::string& response_out() { return resp_out_; }
 
   // llhttp trampolines.
   int on_message_begin();
@@ -74,7 +80,6 @@ class ClientConn : public Transport::Handler {
   void execute(const char* data, size_t len);
   void update_reading();
   void start_timer(double seconds);
-  void stop_timer();
   static void on_timer(uv_timer_t* timer);
   void log_request(const Exchange* ex, int status, std::string_view error_code);
   void retire_exchange();
@@ -86,6 +91,7 @@ class ClientConn : public Transport::Handler {
   const BoundListener& listener_;
   llhttp_t parser_;
   uv_timer_t* timer_ = nullptr;  // heap-allocated: freed by its own close callback
+  bool timer_for_response_ = false;  // armed by the exchange (response timeout)
 
   // Current request head.
   HeaderList headers_;
@@ -101,6 +107,10 @@ class ClientConn : public Transport::Handler {
 
   std::unique_ptr<Exchange> ex_;
   uint64_t bytes_in_ = 0;
+  // Reused by every Exchange of this connection (see Exchange::rheaders_).
+  HeaderList resp_headers_;
+  std::string resp_reason_;
+  std::string resp_out_;
   const RouteMetrics* metrics_ = nullptr;  // owned by Metrics for the process lifetime
   std::string pending_;       // bytes read while the parser was paused
   bool parse_paused_ = false;
@@ -145,6 +155,8 @@ class Exchange : public Transport::Handler {
   const std::string& token_source() const { return token_source_; }
   int status() const { return status_; }
   bool response_head_sent() const { return response_head_sent_; }
+  // The response timeout fired (the client connection's timer, armed by this exchange).
+  void on_response_timeout();
   uint64_t bytes_out() const { return bytes_out_; }
   double upstream_ms() const;
   std::string object_id() const { return token_ ? token_->object_id : std::string(); }
@@ -184,7 +196,7 @@ class Exchange : public Transport::Handler {
   void restart();
   void flush_head();
   void start_response_timer();
-  static void on_timer(uv_timer_t* timer);
+  void stop_response_timer();
 
   ClientConn& client_;
   Params p_;
@@ -220,11 +232,13 @@ class Exchange : public Transport::Handler {
   int status_ = 0;
   uint64_t bytes_out_ = 0;
   llhttp_t rparser_;
-  HeaderList rheaders_;
-  std::string reason_;
-  std::string out_head_;           // response head (and last chunk) not yet written
+  // Response buffers live in the ClientConn and are reused by each of its exchanges, so a
+  // steady stream of requests does not allocate them anew.
+  HeaderList& rheaders_;
+  std::string& reason_;
+  std::string& out_head_;          // response head (and last chunk) not yet written
   std::string service_error_;      // x-ms-error-code of a 401/403
-  uv_timer_t* timer_ = nullptr;
+  bool response_timer_ = false;    // the client's timer runs for this exchange
   SteadyClock::time_point head_sent_at_{};
   SteadyClock::time_point response_at_{};
 };

@@ -37,7 +37,15 @@ uv_buf_t buf_of(std::string_view s) {
 }  // namespace
 
 Exchange::Exchange(ClientConn& client, Params params)
-    : client_(client), p_(std::move(params)), alive_(std::make_shared<bool>(true)) {
+    : client_(client),
+      p_(std::move(params)),
+      alive_(std::make_shared<bool>(true)),
+      rheaders_(client.response_headers()),
+      reason_(client.response_reason()),
+      out_head_(client.response_out()) {
+  rheaders_.clear();
+  reason_.clear();
+  out_head_.clear();
   const config::Route& r = route();
   const config::Config& cfg = *p_.snapshot->config;
   tls_.server_name = p_.upstream.host;
@@ -53,11 +61,6 @@ Exchange::Exchange(ClientConn& client, Params params)
 Exchange::~Exchange() {
   *alive_ = false;
   if (connecting_) client_.worker().connector().cancel(connect_id_);
-  if (timer_) {
-    timer_->data = nullptr;
-    uv_close(reinterpret_cast<uv_handle_t*>(timer_),
-             [](uv_handle_t* h) { delete reinterpret_cast<uv_timer_t*>(h); });
-  }
   if (up_) {
     up_->set_handler(nullptr);
     client_.worker().close_upstream(up_);
@@ -265,18 +268,22 @@ void Exchange::client_drained() {
 }
 
 void Exchange::start_response_timer() {
-  double secs = route().timeouts.response;
-  if (!timer_) {
-    timer_ = new uv_timer_t;
-    uv_timer_init(client_.worker().loop(), timer_);
-    timer_->data = this;
-  }
-  uv_timer_start(timer_, &Exchange::on_timer, static_cast<uint64_t>(secs * 1000), 0);
+  // The connection's own timer (idle while a request is in flight) measures the response:
+  // no timer handle is created or closed per request.
+  response_timer_ = true;
+  client_.arm_response_timer(route().timeouts.response);
 }
 
-void Exchange::on_timer(uv_timer_t* timer) {
-  auto* ex = static_cast<Exchange*>(timer->data);
-  if (!ex || ex->response_done_) return;
+void Exchange::stop_response_timer() {
+  if (!response_timer_) return;
+  response_timer_ = false;
+  client_.stop_timer();
+}
+
+void Exchange::on_response_timeout() {
+  Exchange* ex = this;
+  response_timer_ = false;
+  if (ex->response_done_) return;
   if (!ex->response_head_sent_) {
     ex->release_upstream(false);
     ex->fail(504, "UpstreamTimeout",
@@ -336,8 +343,9 @@ void Exchange::on_read(const char* data, size_t len) {
     response_started_ = true;
     response_at_ = SteadyClock::now();
   }
-  if (timer_ && !response_done_) {
-    uv_timer_again(timer_);
+  if (response_timer_ && !response_done_) {
+    // The response timeout also bounds the gap between upstream reads.
+    client_.arm_response_timer(route().timeouts.response);
   }
   llhttp_errno_t err = llhttp_execute(&rparser_, data, len);
   flush_head();
@@ -440,7 +448,8 @@ int Exchange::on_headers_complete() {
                {"service_error", service_error_}});
   }
 
-  std::string h;
+  std::string& h = out_head_;  // built in place: the connection reuses its capacity
+  h.clear();
   h.reserve(256 + rheaders_.bytes());
   h.append("HTTP/1.1 ");
   h.append(std::to_string(status));
@@ -467,7 +476,6 @@ int Exchange::on_headers_complete() {
   h.append("\r\n");
   // Held until the first body bytes (or the end of this read) so that a small response leaves
   // in one write.
-  out_head_ = std::move(h);
   response_head_sent_ = true;
   return no_body ? 1 : 0;
 }
@@ -498,14 +506,14 @@ int Exchange::on_body(const char* at, size_t len) {
 int Exchange::on_message_complete() {
   if (status_ == 0) return 0;  // the end of a 1xx interim response
   if (discard_) {
-    if (timer_) uv_timer_stop(timer_);
+    stop_response_timer();
     done_pending_ = true;
     return HPE_PAUSED;
   }
   response_done_ = true;
   if (rechunk_) out_head_.append(kLastChunk);
   flush_head();
-  if (timer_) uv_timer_stop(timer_);
+  stop_response_timer();
   done_pending_ = true;
   return HPE_PAUSED;  // finish() runs after llhttp_execute returns
 }
@@ -589,7 +597,7 @@ void Exchange::restart() {
   reused_ = false;
   retried_ = false;
   token_ = nullptr;
-  if (timer_) uv_timer_stop(timer_);
+  stop_response_timer();
   // After a rejection, current() may still show the rejected token until the control thread
   // has processed invalidate(); acquire() is ordered after it, so it yields a fresh token.
   token_ = challenge_retried_ ? nullptr : slot_->current();

@@ -30,7 +30,7 @@ function unixRequest(socketPath, path, headers = { host: 'echo.test' }) {
 }
 
 describe('data path edges', () => {
-  let fx; let good; let hanging; let silent; let proxy; let port; let deadPort; let sock; let denied;
+  let fx; let good; let hanging; let stalling; let silent; let proxy; let port; let deadPort; let sock; let denied;
   const silentSockets = new Set();
 
   before(async () => {
@@ -40,6 +40,12 @@ describe('data path edges', () => {
     good = await startTlsServer({ cert: cert.cert, key: cert.key });
     // Completes TLS, reads the request, never answers.
     hanging = await startTlsServer({ cert: cert.cert, key: cert.key, handler: () => new Promise(() => {}) });
+    // Sends the head and part of the body, then stalls forever.
+    stalling = await startTlsServer({ cert: cert.cert, key: cert.key, handler: (req, res) => {
+      res.writeHead(200, { 'content-length': 100000 });
+      res.write(Buffer.alloc(1000, 0x61));
+      return new Promise(() => {});
+    } });
     // Accepts TCP connections and never says anything (not even a TLS handshake).
     silent = net.createServer((s) => { silentSockets.add(s); s.on('error', () => {}); });
     await new Promise((r) => silent.listen(0, '127.0.0.1', r));
@@ -56,6 +62,7 @@ describe('data path edges', () => {
         route('silent', 'silent.test', `https://127.0.0.1:${silent.address().port}`,
           { timeouts: { connect: 1 } }),
         route('slow', 'slow.test', hanging.url, { timeouts: { response: 1 } }),
+        route('stall', 'stall.test', stalling.url, { timeouts: { response: 1 } }),
       ],
       extra: { limits: { header_timeout: 1, idle_timeout: 2 } },
     });
@@ -72,6 +79,7 @@ describe('data path edges', () => {
     await new Promise((r) => silent?.close(r));
     await good?.close();
     await hanging?.close();
+    await stalling?.close();
     fx?.cleanup();
   });
 
@@ -96,6 +104,20 @@ describe('data path edges', () => {
     assert.equal(err.code, 'UpstreamTimeout');
     assert.equal(err.route, 'slow');
     assert.equal(hanging.requests.length, 1, 'the request did reach the upstream');
+  });
+
+  it('an upstream that stalls mid-body is cut off after timeouts.response without new bytes', async () => {
+    const conn = await RawConnection.connect(port);
+    try {
+      await conn.write('GET /stall HTTP/1.1\r\nHost: stall.test\r\n\r\n');
+      assert.equal(await conn.closedWithin(10000), true, 'miproxy closed the client connection');
+      const text = conn.buffer.toString('latin1');
+      assert.match(text, /^HTTP\/1\.1 200/);
+      const body = text.slice(text.indexOf('\r\n\r\n') + 4);
+      assert.ok(body.length < 100000, 'the truncated body is visible to the client as such');
+    } finally {
+      conn.close();
+    }
   });
 
   it('a request head that trickles in is cut off with 408 (no slowloris)', async () => {
