@@ -122,10 +122,18 @@ class Doctor {
     }
     if (todo_.empty()) {
       std::fprintf(stderr, "miproxy doctor: no route named '%s'\n", only_.c_str());
+      finish();  // nothing to run: release the loop's handles cleanly all the same
+      uv_run(&loop_, UV_RUN_DEFAULT);
+      executor_.reset();
+      uv_run(&loop_, UV_RUN_NOWAIT);
+      uv_loop_close(&loop_);
       return 2;
     }
     executor_->post([this] { next(); });
     uv_run(&loop_, UV_RUN_DEFAULT);
+    executor_.reset();
+    uv_run(&loop_, UV_RUN_NOWAIT);  // close callbacks of what finish() released
+    uv_loop_close(&loop_);
     bool all = true;
     json out = json::array();
     for (const auto& r : reports_) {
