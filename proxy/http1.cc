@@ -35,7 +35,38 @@ constexpr TokenName kTokens[] = {
     {"x-ms-client-request-id", HeaderToken::X_MS_CLIENT_REQUEST_ID},
 };
 
-bool is_sas_param(std::string_view name) {
+// Query parameter names are compared after percent-decoding: "s%69g" is "sig" to the service.
+std::string decode_name(std::string_view name) {
+  std::string out;
+  out.reserve(name.size());
+  auto hex = [](char c) -> int {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+  };
+  for (size_t i = 0; i < name.size(); ++i) {
+    if (name[i] == '%' && i + 2 < name.size() &&
+        hex(name[i + 1]) >= 0 && hex(name[i + 2]) >= 0) {
+      out.push_back(static_cast<char>(hex(name[i + 1]) * 16 + hex(name[i + 2])));
+      i += 2;
+    } else if (name[i] == '+') {
+      out.push_back(' ');
+    } else {
+      out.push_back(name[i]);
+    }
+  }
+  return out;
+}
+
+bool is_sas_param_decoded(std::string_view name);
+
+bool is_sas_param(std::string_view raw) {
+  if (raw.find('%') != std::string_view::npos) return is_sas_param_decoded(decode_name(raw));
+  return is_sas_param_decoded(raw);
+}
+
+bool is_sas_param_decoded(std::string_view name) {
   static constexpr std::string_view kSas[] = {
       "sv",  "ss",  "srt", "sp",  "se",    "st",    "spr",   "sig",  "si",  "sr",  "sdd",
       "skoid", "sktid", "skt", "ske", "sks", "skv", "saoid", "suoid", "scid", "sip", "ses",
@@ -46,7 +77,14 @@ bool is_sas_param(std::string_view name) {
   return false;
 }
 
-bool is_secret_param(std::string_view name) {
+bool is_secret_param_decoded(std::string_view name);
+
+bool is_secret_param(std::string_view raw) {
+  if (raw.find('%') != std::string_view::npos) return is_secret_param_decoded(decode_name(raw));
+  return is_secret_param_decoded(raw);
+}
+
+bool is_secret_param_decoded(std::string_view name) {
   static constexpr std::string_view kSecret[] = {
       "sig", "se", "st", "skoid", "sktid", "skt", "ske", "sks", "skv", "saoid", "suoid",
       "signature", "code", "client_secret", "token", "access_token", "password", "key"};

@@ -100,3 +100,9 @@ TEST_CASE("new_uuid is a random version-4 UUID", "[http1]") {
   CHECK((a[19] == '8' || a[19] == '9' || a[19] == 'a' || a[19] == 'b'));
   CHECK(a != b);
 }
+
+TEST_CASE("percent-encoded SAS parameter names are recognised", "[http1]") {
+  CHECK(strip_sas_params("/c/b?comp=list&s%69g=zz&%73v=2021") == "/c/b?comp=list");
+  CHECK(redact_query("/c/b?comp=list&s%69g=zz") == "/c/b?comp=list&s%69g=REDACTED");
+  CHECK(strip_sas_params("/c?x=%zz") == "/c?x=%zz");
+}
