@@ -505,6 +505,7 @@ int ClientConn::on_message_complete() {
 }
 
 void ClientConn::exchange_done(bool reusable) {
+  if (!ex_) return;
   log_request(ex_.get(), ex_->status(), "");
   retire_exchange();
   head_bytes_ = 0;
@@ -576,7 +577,11 @@ void ClientConn::respond_error(int status, std::string_view code, const std::str
 }
 
 void ClientConn::retire_exchange() {
-  if (ex_) worker_.retire(std::move(ex_));
+  if (!ex_) return;
+  // From here the exchange must not call back into this connection: its upstream side is
+  // closed now, not when the worker deletes it on a later loop turn.
+  ex_->abandon();
+  worker_.retire(std::move(ex_));
 }
 
 void ClientConn::log_request(const Exchange* ex, int status, std::string_view error_code) {

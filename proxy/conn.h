@@ -157,6 +157,9 @@ class Exchange : public Transport::Handler {
   bool response_head_sent() const { return response_head_sent_; }
   // The response timeout fired (the client connection's timer, armed by this exchange).
   void on_response_timeout();
+  // The client side is gone or has moved on: close the upstream side (if still held) and
+  // ignore any later token, connect or read callbacks.
+  void abandon();
   uint64_t bytes_out() const { return bytes_out_; }
   double upstream_ms() const;
   std::string object_id() const { return token_ ? token_->object_id : std::string(); }

@@ -365,6 +365,21 @@ void Exchange::on_read(const char* data, size_t len) {
   fail(502, "UpstreamProtocolError", "malformed response from upstream: " + reason);
 }
 
+void Exchange::abandon() {
+  *alive_ = false;
+  failed_ = true;
+  response_timer_ = false;
+  if (connecting_) {
+    client_.worker().connector().cancel(connect_id_);
+    connecting_ = false;
+  }
+  if (up_) {
+    up_->set_handler(nullptr);
+    client_.worker().close_upstream(up_);
+    up_ = nullptr;
+  }
+}
+
 void Exchange::flush_head() {
   if (out_head_.empty()) return;
   if (Transport* down = client_.transport()) down->write(out_head_.data(), out_head_.size());
