@@ -6,6 +6,7 @@
 
 #include "base/json_line.h"
 #include "base/log.h"
+#include "proxy/admission.h"
 #include "proxy/conn.h"
 #include "proxy/worker.h"
 #include "routing/router.h"
@@ -386,6 +387,21 @@ int ClientConn::start_exchange() {
   const auto& snap = worker_.snapshot();
   metrics_ = snap->unrouted_metrics.get();
   routing::MatchResult m = snap->table.match(host, path, method_);
+  // Browsers (CSRF, DNS rebinding) and escaping paths are refused before anything else.
+  if (auto refused = admission::admit(listener_.spec, headers_, host, !url_.starts_with('/'),
+                                      m.route ? m.route->route : nullptr)) {
+    return bad(refused->status, refused->code, refused->message, false);
+  }
+  if (m.outcome == routing::MatchResult::Outcome::BAD_PATH ||
+      m.outcome == routing::MatchResult::Outcome::BAD_HOST) {
+    bool bad_path = m.outcome == routing::MatchResult::Outcome::BAD_PATH;
+    return bad(400, bad_path ? "BadPath" : "BadRequest",
+               "route '" + m.route->route->name + "' refuses " +
+                   (bad_path ? "path '" + redact_query(path.substr(0, path.find('?'))) + "'"
+                             : "host '" + routing::normalize_host(host) + "'") +
+                   ": " + std::string(m.problem),
+               false);
+  }
   if (m.outcome == routing::MatchResult::Outcome::NO_ROUTE) {
     return bad(404, "NoRoute",
                "no route matches host '" + routing::normalize_host(host) + "' path '" +

@@ -81,7 +81,7 @@ double Exchange::upstream_ms() const {
 bool Exchange::start() {
   const auto& rt = p_.snapshot->routes[p_.route_index];
   slot_ = rt.slot;
-  if (!slot_ && rt.learned) slot_ = rt.learned->slot.load(std::memory_order_acquire);
+  if (!slot_ && rt.learned) slot_ = rt.learned->find(p_.upstream.authority());
   if (!slot_) {
     // Scope "auto", not learned yet: ask the upstream with a bodiless, token-less probe (as the
     // Azure SDKs do). The client's body stays unread until the real request goes out, so
@@ -558,9 +558,10 @@ bool Exchange::handle_challenge(int status) {
         deferred_message_ = "scope \"auto\": no token source for the learned scope " + scope;
         return true;
       }
-      p_.snapshot->routes[p_.route_index].learned->slot.store(slot, std::memory_order_release);
+      p_.snapshot->routes[p_.route_index].learned->store(p_.upstream.authority(), slot);
       log::info("learned scope from the upstream's challenge",
-                {{"route", r.name}, {"scope", scope}, {"tenant", challenge->tenant}});
+                {{"route", r.name}, {"upstream", p_.upstream.authority()}, {"scope", scope},
+                 {"tenant", challenge->tenant}});
       slot_ = std::move(slot);
       restart_ = true;
       return true;
