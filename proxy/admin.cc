@@ -98,7 +98,7 @@ class AdminServer::Conn : public Transport::Handler {
     path = path.substr(0, path.find('?'));
     const Handlers& h = server_.handlers_;
     if (auto refused = admission::admit_admin(headers_, server_.host_)) {
-      respond(refused->status, "text/plain", refused->message + "\n", false);
+      respond(error_info(refused->error).status, "text/plain", refused->message + "\n", false);
       return;
     }
     bool get = method == HTTP_GET || method == HTTP_HEAD;

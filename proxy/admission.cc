@@ -89,7 +89,7 @@ std::optional<Refusal> check_browser(const HeaderList& headers,
       if (lowered == allowed) return std::nullopt;
     }
   }
-  Refusal r{403, "BrowserRequestRefused", ""};
+  Refusal r{Error::BROWSER_REQUEST_REFUSED, ""};
   if (origins > 1) {
     r.message = "more than one Origin header";
   } else if (origins == 1) {
@@ -129,7 +129,7 @@ std::optional<Refusal> check_host(std::string_view host, std::string_view listen
     }
   }
   bool route = where.starts_with("route ");
-  return Refusal{421, "HostNotAllowed",
+  return Refusal{Error::HOST_NOT_ALLOWED,
                  std::string(where) + " answers only Host localhost, a loopback address" +
                      (route ? ", the listener's own address or a name in match.allowed_hosts"
                             : " or its own address") +
@@ -153,7 +153,7 @@ std::optional<Refusal> admit_admin(const HeaderList& headers, std::string_view a
   if (auto r = check_browser(headers, none)) return r;
   std::string_view host;
   if (headers.count(HeaderToken::HOST) > 1) {
-    return Refusal{400, "BadRequest", "more than one Host header"};
+    return Refusal{Error::BAD_REQUEST, "more than one Host header"};
   }
   headers.find(HeaderToken::HOST, &host);
   return check_host(host, admin_host, none, "the admin listener");

@@ -12,13 +12,13 @@
 #include <vector>
 
 #include "config/config.h"
+#include "proxy/errors.h"
 #include "proxy/http1.h"
 
 namespace miproxy::proxy::admission {
 
 struct Refusal {
-  int status = 403;
-  std::string_view code;  // "BrowserRequestRefused" (403) | "HostNotAllowed" (421) | "BadRequest"
+  Error error = Error::BROWSER_REQUEST_REFUSED;  // or HOST_NOT_ALLOWED, BAD_REQUEST
   std::string message;
 };
 

@@ -386,12 +386,12 @@ int ClientConn::start_exchange() {
   // Browsers (CSRF, DNS rebinding) and escaping paths are refused before anything else.
   if (auto refused = admission::admit(listener_.spec, headers_, host, !url_.starts_with('/'),
                                       m.route ? m.route->route : nullptr)) {
-    return bad(refused->status, refused->code, refused->message, false);
+    return bad(refused->error, refused->message, false);
   }
   if (m.outcome == routing::MatchResult::Outcome::BAD_PATH ||
       m.outcome == routing::MatchResult::Outcome::BAD_HOST) {
     bool bad_path = m.outcome == routing::MatchResult::Outcome::BAD_PATH;
-    return bad(400, bad_path ? "BadPath" : "BadRequest",
+    return bad(bad_path ? Error::BAD_PATH : Error::BAD_REQUEST,
                "route '" + m.route->route->name + "' refuses " +
                    (bad_path ? "path '" + redact_query(path.substr(0, path.find('?'))) + "'"
                              : "host '" + routing::normalize_host(host) + "'") +

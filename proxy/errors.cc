@@ -12,13 +12,22 @@ namespace {
 constexpr std::array kTable = {
     ErrorInfo{Error::BAD_REQUEST, 400, "BadRequest",
               "malformed or ambiguous HTTP (CL with TE, duplicate CL, bad chunk); connection closed"},
+    ErrorInfo{Error::BAD_PATH, 400, "BadPath",
+              "on a route with a `path_prefix`: a dot segment, `..;`, backslash, `%2F` or `%5C` "
+              "in the path sent upstream"},
     ErrorInfo{Error::CLIENT_NOT_ALLOWED, 403, "ClientNotAllowed",
               "peer uid not in a Unix listener's `allowed_uids`"},
+    ErrorInfo{Error::BROWSER_REQUEST_REFUSED, 403, "BrowserRequestRefused",
+              "`Origin`, or `Sec-Fetch-Site` other than `none`, without an origin in "
+              "`allowed_origins`"},
     ErrorInfo{Error::NO_ROUTE, 404, "NoRoute", "no route matched"},
     ErrorInfo{Error::METHOD_NOT_ALLOWED, 405, "MethodNotAllowed",
               "the route's `methods` exclude the method (and CONNECT)"},
     ErrorInfo{Error::REQUEST_TIMEOUT, 408, "RequestTimeout",
               "the request head did not arrive within `limits.header_timeout`"},
+    ErrorInfo{Error::HOST_NOT_ALLOWED, 421, "HostNotAllowed",
+              "a route without `match.host` (or the admin listener) got a Host that is not "
+              "loopback, the listener's own address or in `match.allowed_hosts`"},
     ErrorInfo{Error::HEADERS_TOO_LARGE, 431, "RequestHeaderFieldsTooLarge",
               "header or request-line limits"},
     ErrorInfo{Error::TOKEN_ACQUISITION_FAILED, 502, "TokenAcquisitionFailed",

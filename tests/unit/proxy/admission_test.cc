@@ -38,7 +38,9 @@ miproxy::config::Route route(std::string match_host = "", std::vector<std::strin
 
 // "" when admitted, else "<status> <code>".
 std::string verdict(const std::optional<admission::Refusal>& r) {
-  return r ? std::to_string(r->status) + " " + std::string(r->code) : "";
+  if (!r) return "";
+  const auto& info = miproxy::proxy::error_info(r->error);
+  return std::to_string(info.status) + " " + std::string(info.code);
 }
 
 }  // namespace
