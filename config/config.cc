@@ -956,8 +956,12 @@ void warn_shadowed(Ctx& ctx, const std::vector<Route>& routes) {
     const Route& later = routes[j];
     for (size_t i = 0; i < j; ++i) {
       const Route& earlier = routes[i];
-      if (host_covers(earlier.match_host, later.match_host) &&
-          later.path_prefix.starts_with(earlier.path_prefix) &&
+      // Prefixes match at segment boundaries: "/kv" covers "/kv/x", not "/kvx".
+      const std::string& ep = earlier.path_prefix;
+      const std::string& lp = later.path_prefix;
+      bool prefix_covers = lp.starts_with(ep) && (ep.empty() || ep.back() == '/' ||
+                                                  lp.size() == ep.size() || lp[ep.size()] == '/');
+      if (host_covers(earlier.match_host, later.match_host) && prefix_covers &&
           methods_cover(earlier.methods, later.methods)) {
         ctx.warn(schema::index_path("routes", j), "shadowed by " + schema::index_path("routes", i) +
                                                       " (" + quote(earlier.name) +

@@ -1042,3 +1042,18 @@ TEST_CASE("limits.max_learned_scopes is at least 1", "[config]") {
   j["limits"] = {{"max_learned_scopes", 8}};
   CHECK(parse_ok(j)->limits.max_learned_scopes == 8);
 }
+
+TEST_CASE("shadowing follows segment-boundary prefixes: /kv does not cover /kvx", "[config]") {
+  Json j = base();
+  j["routes"][0]["match"] = {{"path_prefix", "/kv"}};
+  j["routes"].push_back(j["routes"][0]);
+  j["routes"][1]["name"] = "kvx";
+  j["routes"][1]["match"]["path_prefix"] = "/kvx";
+  std::vector<Diagnostic> warnings;
+  parse_ok(j, &warnings);
+  CHECK(warnings.empty());
+  j["routes"][1]["match"]["path_prefix"] = "/kv/x";
+  parse_ok(j, &warnings);
+  REQUIRE(warnings.size() == 1);
+  CHECK(warnings[0].path == "routes[1]");
+}
