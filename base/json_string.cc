@@ -38,23 +38,33 @@ size_t utf8_sequence_length(std::string_view s) {
   return len;
 }
 
-void append_json_string(std::string& out, std::string_view s) {
-  static constexpr char kHex[] = "0123456789abcdef";
-  out.push_back('"');
+// Walks |s| as UTF-8: |ascii| gets each byte below 0x80; each valid multi-byte sequence is
+// appended to |out| as is, and U+FFFD for each byte that starts no valid sequence.
+template <typename Ascii>
+void each_utf8(std::string& out, std::string_view s, Ascii ascii) {
   size_t i = 0;
   while (i < s.size()) {
     auto u = static_cast<unsigned char>(s[i]);
-    if (u >= 0x80) {
-      size_t n = utf8_sequence_length(s.substr(i));
-      if (n == 0) {
-        out.append(kReplacement);
-        ++i;
-      } else {
-        out.append(s.substr(i, n));
-        i += n;
-      }
+    if (u < 0x80) {
+      ascii(u);
+      ++i;
       continue;
     }
+    size_t n = utf8_sequence_length(s.substr(i));
+    if (n == 0) {
+      out.append(kReplacement);
+      ++i;
+    } else {
+      out.append(s.substr(i, n));
+      i += n;
+    }
+  }
+}
+
+void append_json_string(std::string& out, std::string_view s) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  out.push_back('"');
+  each_utf8(out, s, [&](unsigned char u) {
     if (u == '"' || u == '\\') {
       out.push_back('\\');
       out.push_back(static_cast<char>(u));
@@ -65,25 +75,14 @@ void append_json_string(std::string& out, std::string_view s) {
     } else {
       out.push_back(static_cast<char>(u));
     }
-    ++i;
-  }
+  });
   out.push_back('"');
 }
 
 std::string to_valid_utf8(std::string_view s) {
   std::string out;
   out.reserve(s.size());
-  size_t i = 0;
-  while (i < s.size()) {
-    size_t n = utf8_sequence_length(s.substr(i));
-    if (n == 0) {
-      out.append(kReplacement);
-      ++i;
-    } else {
-      out.append(s.substr(i, n));
-      i += n;
-    }
-  }
+  each_utf8(out, s, [&](unsigned char u) { out.push_back(static_cast<char>(u)); });
   return out;
 }
 
