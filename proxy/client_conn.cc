@@ -334,8 +334,38 @@ int ClientConn::on_headers_complete() {
   if (headers_.find(HeaderToken::EXPECT, &expect)) {
     expect_continue_ = iequals(expect, "100-continue");
   }
-  int rc = start_exchange();
-  return rc;
+  if (std::string problem = framing_problem(); !problem.empty()) {
+    // Refused before an exchange exists: nothing of this request goes upstream. (llhttp 8.1
+    // reports some of these only after this callback, when the head would already be out.)
+    respond_error(Error::BAD_REQUEST, "malformed HTTP request: " + problem, true);
+    return HPE_PAUSED;
+  }
+  return start_exchange();
+}
+
+std::string ClientConn::framing_problem() const {
+  // RFC 9112 §6.1, §6.3: the only transfer coding miproxy forwards is chunked, alone (any other
+  // coding would have to be decoded, or be dropped while the body stays encoded); chunked with
+  // Content-Length is ambiguous framing.
+  size_t te_count = headers_.count(HeaderToken::TRANSFER_ENCODING);
+  if (te_count > 0) {
+    if (te_count > 1) return "more than one Transfer-Encoding header";
+    std::string_view te;
+    headers_.find(HeaderToken::TRANSFER_ENCODING, &te);
+    if (!iequals(te, "chunked")) {
+      return "unsupported Transfer-Encoding '" + std::string(te) + "' (only chunked is accepted)";
+    }
+    if (headers_.count(HeaderToken::CONTENT_LENGTH) > 0) {
+      return "Content-Length together with Transfer-Encoding";
+    }
+    if (http_minor_ == 0) return "Transfer-Encoding in an HTTP/1.0 request";
+  }
+  // Upstreams read Content-Length as a signed 64-bit number at most.
+  constexpr uint64_t kMaxContentLength = uint64_t{1} << 62;
+  if ((parser_.flags & F_CONTENT_LENGTH) != 0 && parser_.content_length > kMaxContentLength) {
+    return "Content-Length " + std::to_string(parser_.content_length) + " is too large";
+  }
+  return "";
 }
 
 int ClientConn::start_exchange() {

@@ -84,6 +84,8 @@ class ClientConn : public Transport::Handler {
   void log_request(const Exchange* ex, int status, std::string_view error_code);
   void retire_exchange();
   bool has_request_body() const;
+  // Why the request head's framing is refused ("" when it is fine).
+  std::string framing_problem() const;
   int start_exchange();
 
   Worker& worker_;
