@@ -13,18 +13,6 @@ std::string lower(std::string_view s) {
   return out;
 }
 
-// Host of an absolute URI ("https://vault.azure.net/x" -> "vault.azure.net"); "" if none.
-std::string uri_host(std::string_view uri) {
-  size_t p = uri.find("://");
-  if (p == std::string_view::npos) return "";
-  std::string_view rest = uri.substr(p + 3);
-  rest = rest.substr(0, rest.find_first_of("/?#"));
-  size_t at = rest.rfind('@');
-  if (at != std::string_view::npos) rest = rest.substr(at + 1);
-  if (!rest.empty() && rest.front() == '[') return lower(rest.substr(0, rest.find(']') + 1));
-  return lower(rest.substr(0, rest.find(':')));
-}
-
 }  // namespace
 
 std::optional<BearerChallenge> parse_bearer_challenge(std::string_view h) {
@@ -113,10 +101,42 @@ std::string scope_from_challenge(const BearerChallenge& c, std::string_view upst
     while (!scope.empty() && scope.back() == '/') scope.pop_back();
     scope += "/.default";
   }
-  std::string host = uri_host(scope);
-  if (host.empty()) return "";
+  // Exactly one scope: a list ("a/.default b/.default") or anything unprintable is refused.
+  for (char ch : scope) {
+    auto u = static_cast<unsigned char>(ch);
+    if (u <= 0x20 || u >= 0x7f || ch == ',') return "";
+  }
+  // An https URL whose authority is a host name and an optional port: no userinfo
+  // ("https://graph.microsoft.com@localhost" names graph, not localhost), no query or fragment.
+  if (lower(scope.substr(0, 8)) != "https://" ||
+      scope.find_first_of("@?#\\") != std::string::npos) {
+    return "";
+  }
+  std::string_view authority = std::string_view(scope).substr(8);
+  authority = authority.substr(0, authority.find('/'));
+  std::string_view port;
+  if (size_t colon = authority.find(':'); colon != std::string_view::npos) {
+    port = authority.substr(colon + 1);
+    authority = authority.substr(0, colon);
+    if (port.empty() || port.size() > 5 ||
+        port.find_first_not_of("0123456789") != std::string_view::npos) {
+      return "";
+    }
+  }
+  std::string host = lower(authority);
+  if (host.empty() || host.front() == '.' || host.back() == '.' ||
+      host.find("..") != std::string::npos ||
+      host.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789-.") != std::string::npos) {
+    return "";
+  }
+  // Within the upstream host's domain: the host itself, or a parent domain of it with at least
+  // two labels ("vault.azure.net" for "kv.vault.azure.net"; never a bare "net").
   std::string up = lower(upstream_host);
-  if (up == host || (up.size() > host.size() && up.ends_with("." + host))) return scope;
+  if (up == host) return scope;
+  if (host.find('.') != std::string::npos && up.size() > host.size() &&
+      up.ends_with("." + host)) {
+    return scope;
+  }
   // Services whose resource is not a parent domain of their hosts.
   static constexpr std::pair<std::string_view, std::string_view> kServiceDomains[] = {
       {".core.windows.net", "storage.azure.com"},

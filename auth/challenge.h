@@ -25,9 +25,12 @@ struct BearerChallenge {
 std::optional<BearerChallenge> parse_bearer_challenge(std::string_view header);
 
 // The v2 scope a challenge asks for: `scope` if present, else resource + "/.default".
-// Returns "" unless the challenge's resource host is the upstream host's service domain: the
-// upstream host must equal it or end with "." + it (myvault.vault.azure.net accepts
-// https://vault.azure.net; a challenge naming https://evil.example is refused).
+// Returns "" unless it is exactly one scope, an https URL whose authority is a host name (and
+// port) without userinfo, query or fragment, and its host is the upstream host's service
+// domain: the upstream host must equal it or end with "." + it, a parent of two labels or more
+// (myvault.vault.azure.net accepts https://vault.azure.net; https://evil.example,
+// https://net, "https://a/.default https://b/.default" and
+// https://graph.microsoft.com@localhost are refused).
 std::string scope_from_challenge(const BearerChallenge& challenge, std::string_view upstream_host);
 
 // The resource (audience) part of a v2 scope: ".../.default" without "/.default".

@@ -87,6 +87,60 @@ bool no_control(std::string_view s) {
                       [](char c) { return static_cast<unsigned char>(c) < 0x20 || c == 0x7f; });
 }
 
+// A browser origin as the Origin header serialises it: "scheme://host[:port]", lower-case,
+// without the scheme's default port (so "https://App.example:443" is stored as the browser
+// sends it, "https://app.example").
+std::optional<std::string> web_origin(std::string_view text, std::string* error) {
+  std::string s = schema::to_lower(text);
+  if (s == "null" || s == "*") {
+    *error = "\"" + s + "\" is not allowed: any sandboxed page or file sends Origin: null, and "
+             "\"*\" would admit every web page; list exact origins";
+    return std::nullopt;
+  }
+  size_t sep = s.find("://");
+  bool scheme_ok = sep != std::string::npos && sep > 0 && std::isalpha(static_cast<unsigned char>(s[0])) &&
+                   std::all_of(s.begin(), s.begin() + static_cast<long>(sep), [](char c) {
+                     return std::isalnum(static_cast<unsigned char>(c)) || c == '+' || c == '-' ||
+                            c == '.';
+                   });
+  if (!scheme_ok) {
+    *error = "must be an origin scheme://host[:port] such as \"https://app.example\"";
+    return std::nullopt;
+  }
+  std::string scheme = s.substr(0, sep);
+  std::string_view authority = std::string_view(s).substr(sep + 3);
+  if (authority.find_first_of("/?#@") != std::string_view::npos) {
+    *error = "must be an origin scheme://host[:port], without path, query or user info "
+             "(browsers send e.g. \"https://app.example:8443\")";
+    return std::nullopt;
+  }
+  std::string_view host = authority, port;
+  size_t colon = authority.rfind(':');
+  if (colon != std::string_view::npos && authority.find(']', colon) == std::string_view::npos) {
+    host = authority.substr(0, colon);
+    port = authority.substr(colon + 1);
+    bool digits = !port.empty() && port.size() <= 5 &&
+                  std::all_of(port.begin(), port.end(), [](char c) { return c >= '0' && c <= '9'; });
+    if (!digits || std::stoul(std::string(port)) < 1 || std::stoul(std::string(port)) > 65535) {
+      *error = "port must be a number from 1 to 65535";
+      return std::nullopt;
+    }
+  }
+  in6_addr addr6;
+  bool host_ok = host.size() > 2 && host.front() == '[' && host.back() == ']'
+                     ? inet_pton(AF_INET6, std::string(host.substr(1, host.size() - 2)).c_str(),
+                                 &addr6) == 1
+                     : schema::is_dns_name(host);
+  if (!host_ok) {
+    *error = "not a valid host in the origin";
+    return std::nullopt;
+  }
+  if ((scheme == "https" && port == "443") || (scheme == "http" && port == "80")) {
+    port = {};
+  }
+  return scheme + "://" + std::string(host) + (port.empty() ? "" : ":" + std::string(port));
+}
+
 // ---- listeners ----
 
 struct ListenerDraft {
@@ -161,6 +215,21 @@ const Field<ListenerDraft> LISTENER_FIELDS[] = {
      [](Ctx& ctx, const Json& v, const std::string& path, ListenerDraft& d) {
        d.tcp_only_keys.push_back(path);
        d.v.allow_remote = v.get<bool>();
+     }},
+    {"allowed_origins", Kind::ARRAY, ALL, NONE,
+     [](Ctx& ctx, const Json& v, const std::string& path, ListenerDraft& d) {
+       for (size_t i = 0; i < v.size(); ++i) {
+         std::string error;
+         auto origin = v[i].is_string() ? web_origin(v[i].get<std::string>(), &error)
+                                        : std::nullopt;
+         if (!origin) {
+           ctx.error(schema::index_path(path, i),
+                     error.empty() ? "must be an origin such as \"https://app.example\"" : error);
+         } else if (std::find(d.v.allowed_origins.begin(), d.v.allowed_origins.end(), *origin) ==
+                    d.v.allowed_origins.end()) {
+           d.v.allowed_origins.push_back(*origin);
+         }
+       }
      }},
 };
 
@@ -290,6 +359,10 @@ const Field<Limits> LIMITS_FIELDS[] = {
     {"max_replay_body", Kind::UINT, ALL, NONE,
      [](Ctx& ctx, const Json& v, const std::string& path, Limits& l) {
        uint32_in(ctx, v, path, l.max_replay_body, 0);
+     }},
+    {"max_learned_scopes", Kind::UINT, ALL, NONE,
+     [](Ctx& ctx, const Json& v, const std::string& path, Limits& l) {
+       uint32_in(ctx, v, path, l.max_learned_scopes, 1);
      }},
 };
 
@@ -520,6 +593,7 @@ Identity read_identity(Ctx& ctx, const std::string& name, const Json& v, const s
 struct RouteDraft {
   Route v;
   bool has_match_host = false;
+  bool allowed_hosts_given = false;
   std::optional<UpstreamUrl> upstream;
 };
 
@@ -678,6 +752,20 @@ const Field<RouteDraft> MATCH_FIELDS[] = {
        d.v.match_host = *h;
        d.has_match_host = true;
      }},
+    {"allowed_hosts", Kind::ARRAY, ALL, NONE,
+     [](Ctx& ctx, const Json& v, const std::string& path, RouteDraft& d) {
+       d.allowed_hosts_given = true;
+       for (size_t i = 0; i < v.size(); ++i) {
+         std::string error = "must be a host name such as \"app.internal\" or \"*.example\"";
+         auto h = v[i].is_string() ? match_host(v[i].get<std::string>(), &error) : std::nullopt;
+         if (!h) {
+           ctx.error(schema::index_path(path, i), error);
+         } else if (std::find(d.v.allowed_hosts.begin(), d.v.allowed_hosts.end(), *h) ==
+                    d.v.allowed_hosts.end()) {
+           d.v.allowed_hosts.push_back(*h);
+         }
+       }
+     }},
     {"path_prefix", Kind::STRING, ALL, NONE,
      [](Ctx& ctx, const Json& v, const std::string& path, RouteDraft& d) {
        const auto& s = v.get_ref<const std::string&>();
@@ -821,6 +909,10 @@ Route read_route(Ctx& ctx, const Json& v, const std::string& path, size_t index)
   }
   // A match.host that was given but invalid has its own error already.
   bool host_given = v.contains("match") && v["match"].is_object() && v["match"].contains("host");
+  if (host_given && d.allowed_hosts_given) {
+    ctx.error(schema::child_path(schema::child_path(path, "match"), "allowed_hosts"),
+              "only for routes without match.host (a route with a host answers only that host)");
+  }
   if (d.upstream && d.upstream->templated && !d.v.match_host.starts_with("*.") &&
       (!host_given || d.has_match_host)) {
     ctx.error(schema::child_path(path, "upstream"),
@@ -864,8 +956,12 @@ void warn_shadowed(Ctx& ctx, const std::vector<Route>& routes) {
     const Route& later = routes[j];
     for (size_t i = 0; i < j; ++i) {
       const Route& earlier = routes[i];
-      if (host_covers(earlier.match_host, later.match_host) &&
-          later.path_prefix.starts_with(earlier.path_prefix) &&
+      // Prefixes match at segment boundaries: "/kv" covers "/kv/x", not "/kvx".
+      const std::string& ep = earlier.path_prefix;
+      const std::string& lp = later.path_prefix;
+      bool prefix_covers = lp.starts_with(ep) && (ep.empty() || ep.back() == '/' ||
+                                                  lp.size() == ep.size() || lp[ep.size()] == '/');
+      if (host_covers(earlier.match_host, later.match_host) && prefix_covers &&
           methods_cover(earlier.methods, later.methods)) {
         ctx.warn(schema::index_path("routes", j), "shadowed by " + schema::index_path("routes", i) +
                                                       " (" + quote(earlier.name) +

@@ -31,6 +31,9 @@ struct Listener {
   mode_t mode = 0660;             // UNIX: "mode": "0660" (octal string)
   std::vector<uid_t> allowed_uids;  // UNIX: empty = any peer the file mode lets in
   bool allow_remote = false;      // TCP: permits a non-loopback address
+  // Web page origins whose requests (Origin / Sec-Fetch-Site) are served, lower-case
+  // "scheme://host[:port]" without a default port; empty = none (docs/security.md).
+  std::vector<std::string> allowed_origins;
 };
 
 struct Admin {
@@ -60,6 +63,7 @@ struct Limits {
   double header_timeout = 30;     // seconds to receive a whole request head
   double idle_timeout = 60;       // seconds a keep-alive client connection may sit idle
   uint32_t max_replay_body = 1024 * 1024;  // body bytes held for a replay (scope: auto, CAE)
+  uint32_t max_learned_scopes = 1024;  // scope "auto": upstream hosts remembered per route (LRU)
 };
 
 struct Identity {
@@ -104,6 +108,9 @@ struct Route {
   std::string match_host;         // "" = any; "a.b.c" exact; "*.b.c" exactly one leading label. Lower-cased.
   std::string path_prefix;        // "" = any
   std::vector<std::string> methods;  // upper-case; empty = any
+  // Without match_host: Host values answered besides loopback ones and the listener's own
+  // address (DNS rebinding defence), lower-case, exact or "*.b.c". Empty with match_host.
+  std::vector<std::string> allowed_hosts;
   // target
   std::string upstream;           // as written: "https://host[:port][/base]" or "https://{host}"
   std::string identity;           // key into Config::identities

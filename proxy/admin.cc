@@ -6,6 +6,7 @@
 #include <string_view>
 
 #include "base/log.h"
+#include "proxy/admission.h"
 #include "proxy/http1.h"
 #include "proxy/transport.h"
 
@@ -65,6 +66,24 @@ class AdminServer::Conn : public Transport::Handler {
   }
   static int on_begin(llhttp_t* p) {
     static_cast<Conn*>(p->data)->url_.clear();
+    static_cast<Conn*>(p->data)->headers_.clear();
+    return 0;
+  }
+  // Headers are kept for the browser and Host checks (admission.h); a few KiB at most.
+  static int on_header_field(llhttp_t* p, const char* at, size_t n) {
+    auto* c = static_cast<Conn*>(p->data);
+    if (c->headers_.bytes() + n > 16384) return -1;
+    c->headers_.append_name(at, n);
+    return 0;
+  }
+  static int on_header_value(llhttp_t* p, const char* at, size_t n) {
+    auto* c = static_cast<Conn*>(p->data);
+    if (c->headers_.bytes() + n > 16384) return -1;
+    c->headers_.append_value(at, n);
+    return 0;
+  }
+  static int on_header_value_complete(llhttp_t* p) {
+    static_cast<Conn*>(p->data)->headers_.finish_value();
     return 0;
   }
   static int on_complete(llhttp_t* p) {
@@ -78,6 +97,10 @@ class AdminServer::Conn : public Transport::Handler {
     std::string_view path = url_;
     path = path.substr(0, path.find('?'));
     const Handlers& h = server_.handlers_;
+    if (auto refused = admission::admit_admin(headers_, server_.host_)) {
+      respond(error_info(refused->error).status, "text/plain", refused->message + "\n", false);
+      return;
+    }
     bool get = method == HTTP_GET || method == HTTP_HEAD;
     if (path == "/healthz" && get) {
       respond(200, "text/plain", "ok\n", keep_alive);
@@ -123,6 +146,7 @@ class AdminServer::Conn : public Transport::Handler {
   Transport* t_;
   llhttp_t parser_;
   std::string url_;
+  HeaderList headers_;
   bool close_after_write_ = false;
   bool closed_ = false;
 };
@@ -132,6 +156,9 @@ const llhttp_settings_t AdminServer::Conn::kSettings = [] {
   llhttp_settings_init(&s);
   s.on_message_begin = &Conn::on_begin;
   s.on_url = &Conn::on_url;
+  s.on_header_field = &Conn::on_header_field;
+  s.on_header_value = &Conn::on_header_value;
+  s.on_header_value_complete = &Conn::on_header_value_complete;
   s.on_message_complete = &Conn::on_complete;
   return s;
 }();
@@ -149,6 +176,7 @@ std::expected<std::string, std::string> AdminServer::listen(const std::string& h
   int rc = v6 ? uv_ip6_addr(h.c_str(), port, reinterpret_cast<sockaddr_in6*>(&ss))
               : uv_ip4_addr(h.c_str(), port, reinterpret_cast<sockaddr_in*>(&ss));
   if (rc != 0) return std::unexpected("invalid admin address " + host);
+  host_ = h;  // for the Host check: the listener's own address
   listener_ = new uv_tcp_t;
   uv_tcp_init(loop_, listener_);
   listener_->data = this;

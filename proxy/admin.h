@@ -42,6 +42,7 @@ class AdminServer {
   uv_loop_t* loop_;
   Handlers handlers_;
   uv_tcp_t* listener_ = nullptr;
+  std::string host_;  // the bound address (an IP literal), for the Host check
   std::list<Conn*> conns_;
 };
 

@@ -138,6 +138,17 @@ Metrics::Metrics()
   reloads_.Add({{"result", "failure"}});
 }
 
+prometheus::Counter* Metrics::limit_hit(const std::string& limit) {
+  std::lock_guard lock(mu_);
+  if (!limit_hits_) {
+    limit_hits_ = &prometheus::BuildCounter()
+                       .Name("miproxy_limit_hits_total")
+                       .Help("Times a bound of the config's \"limits\" was reached, by limit.")
+                       .Register(*registry_);
+  }
+  return &limit_hits_->Add({{"limit", limit}});
+}
+
 std::shared_ptr<const RouteMetrics> Metrics::route(const std::string& name) {
   std::lock_guard lock(mu_);
   auto it = routes_.find(name);

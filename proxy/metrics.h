@@ -77,6 +77,9 @@ class Metrics {
                          double seconds);
   void token_expiry(const std::string& identity, const std::string& scope, double seconds);
   void config_reload(bool ok);
+  // miproxy_limit_hits_total{limit=|limit|}: a bound of config "limits" was reached. Any
+  // thread; the counter lives as long as this object (Increment() is lock-free).
+  prometheus::Counter* limit_hit(const std::string& limit);
   // Sets the totals that workers keep (monotonic counters and gauges) just before a scrape.
   void set_worker_totals(uint64_t upstream_connects, uint64_t upstream_reused,
                          uint64_t upstream_open, uint64_t downstream_open);
@@ -100,6 +103,7 @@ class Metrics {
   prometheus::Gauge& downstream_open_;
   std::mutex mu_;
   std::map<std::string, std::shared_ptr<const RouteMetrics>> routes_;
+  prometheus::Family<prometheus::Counter>* limit_hits_ = nullptr;  // under mu_, on first use
   uint64_t seen_connects_ = 0;
   uint64_t seen_reused_ = 0;
 };

@@ -14,6 +14,7 @@
 
 #include "auth/token.h"
 #include "config/config.h"
+#include "proxy/learned_scope.h"
 #include "proxy/metrics.h"
 #include "routing/router.h"
 
@@ -21,14 +22,9 @@ namespace miproxy::proxy {
 
 // Everything a request needs from one config generation, built on the control thread and
 // shared read-only by all workers. A request keeps the snapshot it started with.
-// Scope "auto": the slot a route learned from its upstream's challenge, shared by all workers.
-struct LearnedScope {
-  std::atomic<std::shared_ptr<auth::TokenSlot>> slot;
-};
-
 struct RouteRuntime {
   std::shared_ptr<auth::TokenSlot> slot;  // null for scope "auto" (see learned)
-  std::shared_ptr<LearnedScope> learned;  // set for scope "auto" only
+  std::shared_ptr<LearnedScope> learned;  // set for scope "auto" only: slots per upstream host
   std::shared_ptr<const RouteMetrics> metrics;
 };
 

@@ -76,7 +76,8 @@ bool method_allowed(const CompiledRoute& r, std::string_view method) {
   return false;
 }
 
-// "." or ".." with any of its dots written as %2e / %2E.
+// "." or ".." with any of its dots written as %2e / %2E, optionally followed by path
+// parameters (";x", or ";" written as %3B), which some servers strip before normalising.
 bool is_dot_segment(std::string_view segment) {
   size_t dots = 0;
   size_t i = 0;
@@ -86,12 +87,23 @@ bool is_dot_segment(std::string_view segment) {
     } else if (segment.size() - i >= 3 && segment[i] == '%' && segment[i + 1] == '2' &&
                lower(segment[i + 2]) == 'e') {
       i += 3;
+    } else if (segment[i] == ';' || (segment.size() - i >= 3 && segment[i] == '%' &&
+                                     segment[i + 1] == '3' && lower(segment[i + 2]) == 'b')) {
+      break;
     } else {
       return false;
     }
     ++dots;
   }
   return dots == 1 || dots == 2;
+}
+
+// A path_prefix matches at a segment boundary (|path| is without its query).
+bool prefix_matches(std::string_view path, std::string_view prefix) {
+  if (!path.starts_with(prefix)) {
+    return false;
+  }
+  return prefix.back() == '/' || path.size() == prefix.size() || path[prefix.size()] == '/';
 }
 
 constexpr std::string_view STORAGE_SUFFIXES[] = {
@@ -152,7 +164,6 @@ MatchResult Table::match(std::string_view host, std::string_view path,
                          std::string_view method) const {
   std::string_view h = host_view(host);
   std::string_view p = path.substr(0, path.find('?'));
-  int dot_segments = -1;  // computed on first need
   const CompiledRoute* method_miss = nullptr;
   for (const auto& r : routes_) {
     if (!r.usable || !host_matches(r, h)) {
@@ -160,27 +171,32 @@ MatchResult Table::match(std::string_view host, std::string_view path,
     }
     const std::string& prefix = r.route->path_prefix;
     if (!prefix.empty()) {
-      if (!p.starts_with(prefix)) {
+      if (!prefix_matches(p, prefix)) {
         continue;
       }
-      if (dot_segments < 0) {
-        dot_segments = has_dot_segment(p) ? 1 : 0;
-      }
-      if (dot_segments == 1) {
-        continue;
+      // What the upstream will see of the request path: after strip_prefix, the rest.
+      std::string_view sent = r.route->strip_prefix ? p.substr(prefix.size()) : p;
+      std::string_view problem = path_escape(sent);
+      if (!problem.empty()) {
+        return {MatchResult::Outcome::BAD_PATH, &r, problem};
       }
     }
+    if (r.upstream_templated && !is_dns_host_name(h)) {
+      return {MatchResult::Outcome::BAD_HOST, &r,
+              "the host for an https://{host} upstream must be a DNS name (letters, digits and "
+              "'-' in dot-separated labels, not an IP address)"};
+    }
     if (method_allowed(r, method)) {
-      return {MatchResult::Outcome::MATCHED, &r};
+      return {MatchResult::Outcome::MATCHED, &r, {}};
     }
     if (method_miss == nullptr) {
       method_miss = &r;
     }
   }
   if (method_miss != nullptr) {
-    return {MatchResult::Outcome::METHOD_NOT_ALLOWED, method_miss};
+    return {MatchResult::Outcome::METHOD_NOT_ALLOWED, method_miss, {}};
   }
-  return {MatchResult::Outcome::NO_ROUTE, nullptr};
+  return {MatchResult::Outcome::NO_ROUTE, nullptr, {}};
 }
 
 Upstream resolve_upstream(const CompiledRoute& route, std::string_view request_host) {
@@ -234,6 +250,57 @@ bool has_dot_segment(std::string_view path) {
     start = slash + 1;
   }
   return false;
+}
+
+std::string_view path_escape(std::string_view path) {
+  path = path.substr(0, path.find('?'));
+  for (size_t i = 0; i < path.size(); ++i) {
+    if (path[i] == '\\') {
+      return "a backslash in the path (some servers read it as '/')";
+    }
+    if (path[i] == '%' && path.size() - i >= 3) {
+      char a = path[i + 1];
+      char b = lower(path[i + 2]);
+      if (a == '2' && b == 'f') {
+        return "an encoded '/' (%2F) in the path";
+      }
+      if (a == '5' && b == 'c') {
+        return "an encoded '\\' (%5C) in the path";
+      }
+    }
+  }
+  if (has_dot_segment(path)) {
+    return "a '.' or '..' segment in the path";
+  }
+  return {};
+}
+
+bool is_dns_host_name(std::string_view host) {
+  if (host.empty() || host.size() > 253) {
+    return false;
+  }
+  size_t start = 0;
+  while (true) {
+    size_t dot = host.find('.', start);
+    std::string_view label =
+        host.substr(start, dot == std::string_view::npos ? std::string_view::npos : dot - start);
+    if (label.empty() || label.size() > 63 || label.front() == '-' || label.back() == '-') {
+      return false;
+    }
+    bool all_digits = true;
+    for (char c : label) {
+      bool digit = c >= '0' && c <= '9';
+      bool letter = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+      if (!digit && !letter && c != '-') {
+        return false;
+      }
+      all_digits = all_digits && digit;
+    }
+    if (dot == std::string_view::npos) {
+      return !all_digits;  // the last label: "1" would make an IPv4 spelling
+    }
+    start = dot + 1;
+  }
 }
 
 }  // namespace miproxy::routing

@@ -36,9 +36,14 @@ struct CompiledRoute {
 };
 
 struct MatchResult {
-  enum class Outcome { MATCHED, NO_ROUTE, METHOD_NOT_ALLOWED };
+  // BAD_PATH: a route with a path_prefix matched, but the path could leave that prefix once an
+  // upstream normalises it (see path_escape()). BAD_HOST: a route with upstream "https://{host}"
+  // matched, but the request host is not a DNS name to send a token to. Both are answered 400
+  // and never forwarded; no later route is tried.
+  enum class Outcome { MATCHED, NO_ROUTE, METHOD_NOT_ALLOWED, BAD_PATH, BAD_HOST };
   Outcome outcome = Outcome::NO_ROUTE;
-  const CompiledRoute* route = nullptr;  // set for MATCHED and METHOD_NOT_ALLOWED
+  const CompiledRoute* route = nullptr;  // set for every outcome except NO_ROUTE
+  std::string_view problem;              // BAD_PATH / BAD_HOST: why, in words (static text)
 };
 
 class Table {
@@ -49,8 +54,9 @@ class Table {
   // |host|: the request's Host header or absolute-form authority, any case, with or without
   // ":port" (the port is ignored for matching). |path|: origin-form path with query.
   // A route whose host and path match but whose methods exclude |method| yields
-  // METHOD_NOT_ALLOWED only if no later route matches fully. A route with a path_prefix does
-  // not match a path with dot segments (see has_dot_segment()). Does not allocate.
+  // METHOD_NOT_ALLOWED only if no later route matches fully. A path_prefix matches at a segment
+  // boundary: "/kv" matches "/kv", "/kv/x" and "/kv?q", not "/kvx" or "/kv../x"; a prefix
+  // ending in '/' matches what starts with it. Does not allocate.
   MatchResult match(std::string_view host, std::string_view path, std::string_view method) const;
 
   const std::vector<CompiledRoute>& routes() const { return routes_; }
@@ -77,8 +83,21 @@ std::string normalize_host(std::string_view host);
 // .core.windows.net with at least one label before it (any case).
 bool is_storage_host(std::string_view host);
 
-// True if |path| (before any '?') has a "." or ".." segment, literal or percent-encoded. A route
-// with a path_prefix never matches such a path: "/orders/../other" must not pass as "/orders/".
+// True if |path| (before any '?') has a "." or ".." segment, literal or percent-encoded, also
+// when path parameters follow it ("..;x", "..%3Bx": servers such as Tomcat drop them).
 bool has_dot_segment(std::string_view path);
+
+// Why |path| (before any '?') could name something outside the path it appears to be under
+// once an upstream decodes or normalises it, or "" when it cannot: a dot segment (see
+// has_dot_segment()), a backslash (read as '/' by some servers), or an encoded '/' or '\'
+// (%2F, %5C). On a route with a path_prefix it is checked on the part of the path that goes
+// upstream, after strip_prefix: "/orders/../other" must not pass as "/orders/".
+std::string_view path_escape(std::string_view path);
+
+// True if |host| (no port, no brackets) is a DNS name as RFC 1123 writes them: labels of
+// letters, digits and '-' (not first or last), 1..63 bytes, at most 253 in all, and a last
+// label that is not all digits, so that no IPv4 spelling ("0x7f.0.0.1", "0127.0.0.1",
+// "2130706433") passes. The host of a "https://{host}" upstream must be one.
+bool is_dns_host_name(std::string_view host);
 
 }  // namespace miproxy::routing

@@ -70,3 +70,43 @@ TEST_CASE("resource_of_scope strips exactly one /.default", "[challenge]") {
         "https://management.core.windows.net/");
   CHECK(resource_of_scope("api://x") == "api://x");
 }
+
+TEST_CASE("a challenge's scope is validated like a configured one", "[challenge]") {
+  auto scope_of = [](const std::string& header, std::string_view host) {
+    auto c = parse_bearer_challenge(header);
+    REQUIRE(c);
+    return scope_from_challenge(*c, host);
+  };
+  // Two scopes in one challenge: which one would the token be for? Refused.
+  CHECK(scope_of("Bearer scope=\"https://localhost/.default https://graph.microsoft.com/.default\"",
+                 "localhost")
+            .empty());
+  CHECK(scope_of("Bearer scope=\"https://localhost/.default,https://graph.microsoft.com/.default\"",
+                 "localhost")
+            .empty());
+  // Userinfo: the host is what follows '@', the scope names another service.
+  CHECK(scope_of("Bearer resource=\"https://graph.microsoft.com@localhost\"", "localhost").empty());
+  CHECK(scope_of("Bearer scope=\"https://graph.microsoft.com@localhost/.default\"", "localhost")
+            .empty());
+  CHECK(scope_of("Bearer resource=\"https://graph.microsoft.com\\\\@localhost\"", "localhost")
+            .empty());
+  // Not https, no host, query, fragment, control bytes, odd host bytes.
+  CHECK(scope_of("Bearer resource=\"http://vault.azure.net\"", "kv.vault.azure.net").empty());
+  CHECK(scope_of("Bearer resource=\"vault.azure.net\"", "kv.vault.azure.net").empty());
+  CHECK(scope_of("Bearer resource=\"https://\"", "kv.vault.azure.net").empty());
+  CHECK(scope_of("Bearer resource=\"https://vault.azure.net?x=1\"", "kv.vault.azure.net").empty());
+  CHECK(scope_of("Bearer resource=\"https://vault.azure.net#x\"", "kv.vault.azure.net").empty());
+  CHECK(scope_of("Bearer resource=\"https://vault.azure.net\tx\"", "kv.vault.azure.net").empty());
+  CHECK(scope_of("Bearer resource=\"https://vault%2eazure.net\"", "kv.vault.azure.net").empty());
+  CHECK(scope_of("Bearer resource=\"https://vault.azure.net:x\"", "kv.vault.azure.net").empty());
+  // A bare top-level domain is no service domain.
+  CHECK(scope_of("Bearer resource=\"https://net\"", "kv.vault.azure.net").empty());
+  CHECK(scope_of("Bearer resource=\"https://.net\"", "kv.vault.azure.net").empty());
+  // What services really send still passes.
+  CHECK(scope_of("Bearer resource=\"https://Vault.Azure.Net/\"", "kv.vault.azure.net") ==
+        "https://Vault.Azure.Net/.default");
+  CHECK(scope_of("Bearer resource=\"https://localhost:8443\"", "localhost") ==
+        "https://localhost:8443/.default");
+  CHECK(scope_of("Bearer scope=\"https://vault.azure.net/.default\"", "kv.vault.azure.net") ==
+        "https://vault.azure.net/.default");
+}

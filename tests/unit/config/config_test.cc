@@ -981,3 +981,79 @@ TEST_CASE("describe shows unix listener details and a disabled admin", "[config]
   CHECK(text.find("workers: 3") != std::string::npos);
   CHECK(text.find("[0] blob") != std::string::npos);
 }
+
+// ---------------------------------------------------------------- browser and Host defences
+
+TEST_CASE("listeners[].allowed_origins are exact origins, stored as browsers send them",
+          "[config]") {
+  Json j = base();
+  j["listeners"][0]["allowed_origins"] = {"https://App.Example", "http://localhost:3000",
+                                          "https://app.example:443", "http://[::1]:8080",
+                                          "http://127.0.0.1:80"};
+  auto c = parse_ok(j);
+  CHECK(c->listeners[0].allowed_origins ==
+        std::vector<std::string>{"https://app.example", "http://localhost:3000",
+                                 "http://[::1]:8080", "http://127.0.0.1"});
+  CHECK(parse_ok(base())->listeners[0].allowed_origins.empty());
+  for (const char* bad : {"null", "*", "app.example", "https://app.example/",
+                          "https://app.example/path", "https://user@app.example",
+                          "https://app.example:0", "https://app.example:99999", "https://",
+                          "https://bad_host!"}) {
+    INFO(bad);
+    Json k = base();
+    k["listeners"][0]["allowed_origins"] = {bad};
+    auto diags = errors_of(k);
+    INFO(dump(diags));
+    REQUIRE(diags.size() == 1);
+    CHECK(diags[0].path == "listeners[0].allowed_origins[0]");
+  }
+  Json n = base();
+  n["listeners"][0]["allowed_origins"] = {"null"};
+  require_one_error(n, "listeners[0].allowed_origins[0]", "Origin: null");
+  Json u = base();
+  u["listeners"][0] = {{"unix", "/tmp/x.sock"}, {"allowed_origins", {"https://app.example"}}};
+  CHECK(parse_ok(u)->listeners[0].allowed_origins.size() == 1);
+}
+
+TEST_CASE("match.allowed_hosts: host names for a route without match.host", "[config]") {
+  Json j = base();
+  j["routes"][0]["match"] = {{"path_prefix", "/c/"},
+                             {"allowed_hosts", {"App.Internal", "*.svc.internal", "[fd00::1]"}}};
+  auto c = parse_ok(j);
+  CHECK(c->routes[0].allowed_hosts ==
+        std::vector<std::string>{"app.internal", "*.svc.internal", "fd00::1"});
+  Json with_host = base();
+  with_host["routes"][0]["match"]["allowed_hosts"] = {"app.internal"};
+  require_one_error(with_host, "routes[0].match.allowed_hosts", "without match.host");
+  Json bad = base();
+  bad["routes"][0]["match"] = {{"allowed_hosts", {"app.internal:8080"}}};
+  require_one_error(bad, "routes[0].match.allowed_hosts[0]", "port");
+  bad["routes"][0]["match"] = {{"allowed_hosts", {"a*.internal"}}};
+  require_one_error(bad, "routes[0].match.allowed_hosts[0]", "'*'");
+  bad["routes"][0]["match"] = {{"allowed_hosts", {7}}};
+  require_one_error(bad, "routes[0].match.allowed_hosts[0]", "host name");
+}
+
+TEST_CASE("limits.max_learned_scopes is at least 1", "[config]") {
+  Json j = base();
+  CHECK(parse_ok(j)->limits.max_learned_scopes == 1024);
+  j["limits"] = {{"max_learned_scopes", 0}};
+  require_one_error(j, "limits.max_learned_scopes", "from 1");
+  j["limits"] = {{"max_learned_scopes", 8}};
+  CHECK(parse_ok(j)->limits.max_learned_scopes == 8);
+}
+
+TEST_CASE("shadowing follows segment-boundary prefixes: /kv does not cover /kvx", "[config]") {
+  Json j = base();
+  j["routes"][0]["match"] = {{"path_prefix", "/kv"}};
+  j["routes"].push_back(j["routes"][0]);
+  j["routes"][1]["name"] = "kvx";
+  j["routes"][1]["match"]["path_prefix"] = "/kvx";
+  std::vector<Diagnostic> warnings;
+  parse_ok(j, &warnings);
+  CHECK(warnings.empty());
+  j["routes"][1]["match"]["path_prefix"] = "/kv/x";
+  parse_ok(j, &warnings);
+  REQUIRE(warnings.size() == 1);
+  CHECK(warnings[0].path == "routes[1]");
+}

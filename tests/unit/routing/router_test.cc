@@ -91,25 +91,103 @@ TEST_CASE("IPv6 hosts match with and without brackets and port", "[routing]") {
   CHECK(matched_name(*t, "[::2]:8080", "/") == "<none>");
 }
 
-TEST_CASE("path prefix is a byte prefix of the path before the query", "[routing]") {
-  auto t = table(Json::array({route("orders", {{"path_prefix", "/orders/"}})}));
+TEST_CASE("path prefix matches the path before the query at a segment boundary", "[routing]") {
+  auto t = table(Json::array({route("orders", {{"path_prefix", "/orders/"}}),
+                              route("kv", {{"path_prefix", "/kv"}})}));
   CHECK(matched_name(*t, "h", "/orders/") == "orders");
   CHECK(matched_name(*t, "h", "/orders/a/b?comp=list") == "orders");
   CHECK(matched_name(*t, "h", "/orders") == "<none>");
   CHECK(matched_name(*t, "h", "/Orders/a") == "<none>");
   CHECK(matched_name(*t, "h", "/other?x=/orders/") == "<none>");
+  // "/kv" names the segment "kv", not every path that begins with those bytes.
+  CHECK(matched_name(*t, "h", "/kv") == "kv");
+  CHECK(matched_name(*t, "h", "/kv/") == "kv");
+  CHECK(matched_name(*t, "h", "/kv/secrets/a") == "kv");
+  CHECK(matched_name(*t, "h", "/kv?api-version=7.4") == "kv");
+  CHECK(matched_name(*t, "h", "/kvx/secrets") == "<none>");
+  CHECK(matched_name(*t, "h", "/kv../tenant-b/x") == "<none>");
+  CHECK(matched_name(*t, "h", "/kv;x/") == "<none>");
 }
 
-TEST_CASE("a path with dot segments does not match a path_prefix route", "[routing]") {
+namespace {
+
+// The outcome of matching |path| and, for BAD_PATH, that the route is named.
+std::string path_outcome(const Table& t, std::string_view path) {
+  MatchResult m = t.match("h", path, "GET");
+  switch (m.outcome) {
+    case Outcome::MATCHED:
+      return m.route->route->name;
+    case Outcome::BAD_PATH:
+      REQUIRE(m.route != nullptr);
+      CHECK_FALSE(m.problem.empty());
+      return "<400 " + m.route->route->name + ">";
+    case Outcome::NO_ROUTE:
+      return "<none>";
+    default:
+      return "<other>";
+  }
+}
+
+}  // namespace
+
+TEST_CASE("a path_prefix route refuses dot segments instead of forwarding them", "[routing]") {
   auto t = table(
       Json::array({route("orders", {{"path_prefix", "/orders/"}}), route("any", Json::object())}));
-  CHECK(matched_name(*t, "h", "/orders/../secret/x") == "any");
-  CHECK(matched_name(*t, "h", "/orders/%2e%2E/secret") == "any");
-  CHECK(matched_name(*t, "h", "/orders/./x") == "any");
-  CHECK(matched_name(*t, "h", "/orders/a..b/x") == "orders");
-  CHECK(matched_name(*t, "h", "/orders/x?q=/../") == "orders");
+  CHECK(path_outcome(*t, "/orders/../secret/x") == "<400 orders>");
+  CHECK(path_outcome(*t, "/orders/%2e%2E/secret") == "<400 orders>");
+  CHECK(path_outcome(*t, "/orders/.%2e/secret") == "<400 orders>");
+  CHECK(path_outcome(*t, "/orders/./x") == "<400 orders>");
+  CHECK(path_outcome(*t, "/orders/x/..") == "<400 orders>");
+  CHECK(path_outcome(*t, "/orders/a..b/x") == "orders");
+  CHECK(path_outcome(*t, "/orders/.../x") == "orders");
+  CHECK(path_outcome(*t, "/orders/x?q=/../") == "orders");
+  // Outside the prefix the catch-all route decides, as before.
+  CHECK(path_outcome(*t, "/other/../x") == "any");
   CHECK(miproxy::routing::has_dot_segment("/a/.."));
   CHECK_FALSE(miproxy::routing::has_dot_segment("/a/...b"));
+}
+
+TEST_CASE("a path_prefix route refuses each escape shape", "[routing]") {
+  auto t = table(
+      Json::array({route("orders", {{"path_prefix", "/orders/"}}), route("any", Json::object())}));
+  const char* shapes[] = {
+      "/orders/..%2fsecret",     "/orders/..%2Fsecret",   "/orders/%2e%2e%2fsecret",
+      "/orders/%2E%2E%2Fsecret", "/orders/..\\secret",    "/orders/..%5csecret",
+      "/orders/..%5Csecret",     "/orders/..;/secret",    "/orders/..;x/secret",
+      "/orders/.;/x",            "/orders/..%3b/secret",  "/orders/a%2fb",
+      "/orders/a\\b",            "/orders/%5c",           "/orders/x/..;",
+  };
+  for (const char* path : shapes) {
+    INFO(path);
+    CHECK(path_outcome(*t, path) == "<400 orders>");
+  }
+  using miproxy::routing::path_escape;
+  CHECK(path_escape("/a/..%2fb") == "an encoded '/' (%2F) in the path");
+  CHECK(path_escape("/a\\b") == "a backslash in the path (some servers read it as '/')");
+  CHECK(path_escape("/a/..;/b") == "a '.' or '..' segment in the path");
+  CHECK(path_escape("/a/%2").empty());
+  CHECK(path_escape("/a/b%20c;v=1/x").empty());
+  CHECK(path_escape("/a/b?x=%2f..\\").empty());
+}
+
+TEST_CASE("the dot-segment check runs on the path as it goes upstream", "[routing]") {
+  auto t = table(Json::array({
+      stripping(route("kv", {{"path_prefix", "/kv"}}, "https://kv.example.com/tenant-a")),
+      stripping(route("slash", {{"path_prefix", "/s/"}}, "https://kv.example.com/tenant-a")),
+      route("any", Json::object()),
+  }));
+  // "/kv../tenant-b/x" is not under "/kv": stripping "/kv" from it would send
+  // "/tenant-a/../tenant-b/x" upstream.
+  CHECK(path_outcome(*t, "/kv../tenant-b/x") == "any");
+  CHECK(path_outcome(*t, "/kv/../tenant-b/x") == "<400 kv>");
+  CHECK(path_outcome(*t, "/kv/..") == "<400 kv>");
+  CHECK(path_outcome(*t, "/s/../tenant-b/x") == "<400 slash>");
+  CHECK(path_outcome(*t, "/s/..") == "<400 slash>");
+  CHECK(path_outcome(*t, "/s/%2e%2e/x") == "<400 slash>");
+  CHECK(path_outcome(*t, "/kv/secrets/x") == "kv");
+  auto up = miproxy::routing::resolve_upstream(t->routes()[0], "h");
+  CHECK(miproxy::routing::upstream_path(t->routes()[0], up, "/kv/secrets/x") ==
+        "/tenant-a/secrets/x");
 }
 
 TEST_CASE("methods: METHOD_NOT_ALLOWED only when no later route fully matches", "[routing]") {
@@ -154,6 +232,44 @@ TEST_CASE("{host} takes the request host, lower-cased and without port", "[routi
   CHECK(up.port == 443);
   CHECK(up.tls);
   CHECK(up.authority() == "contoso.blob.core.windows.net");
+}
+
+TEST_CASE("{host} must be a DNS name: no IP spellings, userinfo or odd bytes", "[routing]") {
+  auto t = table(Json::array({
+      route("num", {{"host", "*.0.0.1"}}, "https://{host}"),
+      route("w", {{"host", "*.blob.core.windows.net"}}, "https://{host}"),
+      route("fixed", {{"host", "*.fixed.example"}}, "https://up.example.com"),
+  }));
+  auto outcome = [&](std::string_view host) {
+    MatchResult m = t->match(host, "/c/b", "GET");
+    if (m.outcome == Outcome::BAD_HOST) {
+      CHECK_FALSE(m.problem.empty());
+      return "<400 " + m.route->route->name + ">";
+    }
+    return m.outcome == Outcome::MATCHED ? m.route->route->name : std::string("<none>");
+  };
+  CHECK(outcome("0x7f.0.0.1") == "<400 num>");
+  CHECK(outcome("0127.0.0.1") == "<400 num>");
+  CHECK(outcome("127.0.0.1") == "<400 num>");
+  CHECK(outcome("evil@x.blob.core.windows.net") == "<400 w>");
+  CHECK(outcome("a_b.blob.core.windows.net") == "<400 w>");
+  CHECK(outcome("-a.blob.core.windows.net") == "<400 w>");
+  CHECK(outcome("a-.blob.core.windows.net") == "<400 w>");
+  CHECK(outcome("a%2e.blob.core.windows.net") == "<400 w>");
+  CHECK(outcome(std::string(64, 'a') + ".blob.core.windows.net") == "<400 w>");
+  CHECK(outcome("acct-1.blob.core.windows.net") == "w");
+  CHECK(outcome("ACCT.Blob.Core.Windows.Net:443") == "w");
+  CHECK(outcome("acct.blob.core.windows.net.") == "w");
+  // A fixed upstream does not take the request's host anywhere: matching alone decides.
+  CHECK(outcome("a_b.fixed.example") == "fixed");
+  using miproxy::routing::is_dns_host_name;
+  CHECK(is_dns_host_name("a.b-c.example"));
+  CHECK(is_dns_host_name("123.example.com"));
+  CHECK_FALSE(is_dns_host_name("2130706433"));
+  CHECK_FALSE(is_dns_host_name("a..b"));
+  CHECK_FALSE(is_dns_host_name(""));
+  CHECK_FALSE(is_dns_host_name("::1"));
+  CHECK_FALSE(is_dns_host_name(std::string(254, 'a')));
 }
 
 TEST_CASE("a fixed upstream keeps its host and port", "[routing]") {
