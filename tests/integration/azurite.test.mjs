@@ -9,11 +9,11 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { AnonymousCredential, ContainerClient } from '@azure/storage-blob';
 import {
-  binaryIsReal, SKIP_REASON, startMiproxy, startAzurite, makeFixture, proxyConfig,
+  requireBinary, startMiproxy, startAzurite, makeFixture, proxyConfig,
   generatedStream, sha256OfStream,
 } from './lib/index.mjs';
 
-const it = (name, fn) => test(name, { skip: SKIP_REASON }, fn);
+const it = (name, fn) => test(name, fn);
 const ACCOUNT_HOST = 'devstoreaccount1.blob.core.windows.net';
 
 // Runs curl; resolves { status, headers, body } from `-i` output. Never throws on HTTP errors.
@@ -65,9 +65,7 @@ describe('Blob Storage through miproxy (Azurite, HTTPS + OAuth)', () => {
   let proxyUrl;
 
   before(async () => {
-    if (!binaryIsReal) {
-      return;
-    }
+    requireBinary();
     fx = makeFixture('miproxy-azurite-');
     azurite = await startAzurite({ ca: fx.ca });
     const storageRoute = {
@@ -87,9 +85,7 @@ describe('Blob Storage through miproxy (Azurite, HTTPS + OAuth)', () => {
   });
 
   after(async () => {
-    if (!binaryIsReal) {
-      return;
-    }
+    requireBinary();
     await proxy?.stop();
     await azurite?.stop();
     fx?.cleanup();

@@ -7,12 +7,12 @@
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  binaryIsReal, SKIP_REASON, startMiproxy, startTlsServer, issueCert, makeFixture, proxyConfig,
+  requireBinary, startMiproxy, startTlsServer, issueCert, makeFixture, proxyConfig,
   httpRequest, miproxyError, decodeJwt,
 } from './lib/index.mjs';
 import { startDevImds } from '../tools/dev-imds.mjs';
 
-const it = (name, fn) => test(name, { skip: SKIP_REASON }, fn);
+const it = (name, fn) => test(name, fn);
 const TENANT = '72f988bf-86f1-41af-91ab-2d7cd011db47';
 
 function readBody(req) {
@@ -65,7 +65,7 @@ describe('scope "auto" from a Key Vault-style challenge', () => {
   let fx; let imds; let vault; let foreign; let proxy; let port;
 
   before(async () => {
-    if (!binaryIsReal) return;
+    requireBinary();
     fx = makeFixture('miproxy-challenge-');
     const cert = issueCert(fx.ca, { dns: ['localhost'], ip: ['127.0.0.1'], name: 'kv' });
     imds = await startDevImds({ port: 0 });
@@ -86,7 +86,7 @@ describe('scope "auto" from a Key Vault-style challenge', () => {
   });
 
   after(async () => {
-    if (!binaryIsReal) return;
+    requireBinary();
     await proxy?.stop();
     await Promise.all([vault?.close(), foreign?.close(), imds?.close()]);
     fx?.cleanup();
@@ -140,7 +140,7 @@ describe('CAE claims challenge', () => {
   const claims = Buffer.from(JSON.stringify({ access_token: { nbf: { essential: true, value: '1700000000' } } })).toString('base64');
 
   before(async () => {
-    if (!binaryIsReal) return;
+    requireBinary();
     fx = makeFixture('miproxy-cae-');
     const cert = issueCert(fx.ca, { dns: ['localhost'], ip: ['127.0.0.1'], name: 'cae' });
     imds = await startDevImds({ port: 0 });
@@ -172,7 +172,7 @@ describe('CAE claims challenge', () => {
   });
 
   after(async () => {
-    if (!binaryIsReal) return;
+    requireBinary();
     await proxy?.stop();
     await Promise.all([api?.close(), imds?.close()]);
     fx?.cleanup();

@@ -6,13 +6,13 @@ import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { Readable } from 'node:stream';
 import {
-  binaryIsReal, SKIP_REASON, startMiproxy, startTlsServer, issueCert, makeCA, makeFixture,
+  requireBinary, startMiproxy, startTlsServer, issueCert, makeCA, makeFixture,
   proxyConfig, httpRequest, miproxyError, RawConnection, generatedStream, sha256OfStream,
   sha256Hex,
 } from './lib/index.mjs';
 import { join } from 'node:path';
 
-const it = (name, fn) => test(name, { skip: SKIP_REASON }, fn);
+const it = (name, fn) => test(name, fn);
 const SCOPE = 'https://storage.azure.com/.default';
 
 function rawRequest(conn, lines, body = '') {
@@ -29,9 +29,7 @@ describe('data path', () => {
   let port;
 
   before(async () => {
-    if (!binaryIsReal) {
-      return;
-    }
+    requireBinary();
     fx = makeFixture('miproxy-dataplane-');
     const other = makeCA(join(fx.dir, 'other-ca'), { cn: 'untrusted CA' });
     const goodCert = issueCert(fx.ca, { dns: ['localhost'], ip: ['127.0.0.1'], name: 'good' });
@@ -61,9 +59,7 @@ describe('data path', () => {
   });
 
   after(async () => {
-    if (!binaryIsReal) {
-      return;
-    }
+    requireBinary();
     await proxy?.stop();
     await Promise.all([good, bad, routeCa, keepAlive].map((s) => s?.close()));
     fx?.cleanup();
@@ -414,7 +410,7 @@ describe('data path', () => {
 
 describe('graceful shutdown', () => {
   test('SIGTERM during a slow download: the download completes intact and miproxy exits 0',
-    { skip: SKIP_REASON }, async (t) => {
+    async (t) => {
       const fx = makeFixture('miproxy-shutdown-');
       t.after(() => fx.cleanup());
       const cert = issueCert(fx.ca, { dns: ['localhost'], ip: ['127.0.0.1'] });

@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import net from 'node:net';
-import { SKIP_REASON, MIPROXY_BIN, spawnProcess, freePort } from './lib/index.mjs';
+import { requireBinary, MIPROXY_BIN, spawnProcess, freePort } from './lib/index.mjs';
 
 const repoRoot = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 
@@ -83,12 +83,12 @@ async function runDemo(t, identity) {
   return exit;
 }
 
-test('the quick-start demo works as printed (token_file identity)', { skip: SKIP_REASON },
+test('the quick-start demo works as printed (token_file identity)',
   async (t) => {
     await runDemo(t, 'token_file');
   });
 
 test('the quick-start demo works as printed (managed identity via dev-imds)',
-  { skip: SKIP_REASON }, async (t) => {
+  async (t) => {
     await runDemo(t, 'imds');
   });

@@ -8,12 +8,12 @@ import { spawn } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import {
-  binaryIsReal, SKIP_REASON, MIPROXY_BIN, startTlsServer, issueCert, makeFixture, startAzurite,
+  requireBinary, MIPROXY_BIN, startTlsServer, issueCert, makeFixture, startAzurite,
   freePort, mintJwt, recordOutput, AZURITE_ACCOUNT,
 } from './lib/index.mjs';
 import { startDevImds } from '../tools/dev-imds.mjs';
 
-const it = (name, fn) => test(name, { skip: SKIP_REASON }, fn);
+const it = (name, fn) => test(name, fn);
 const STORAGE = 'https://storage.azure.com/.default';
 const KNOWN = '5b1a2c3d-0000-4000-8000-00000000000a';
 const UNKNOWN = '5b1a2c3d-0000-4000-8000-00000000000b';
@@ -50,7 +50,7 @@ describe('miproxy doctor', () => {
   }
 
   before(async () => {
-    if (!binaryIsReal) return;
+    requireBinary();
     fx = makeFixture('miproxy-doctor-');
     cfgDir = fx.dir;
     imds = await startDevImds({ port: 0, knownClientIds: [KNOWN] });
@@ -70,7 +70,7 @@ describe('miproxy doctor', () => {
   });
 
   after(async () => {
-    if (!binaryIsReal) return;
+    requireBinary();
     await Promise.all([imds?.close(), azurite?.stop(), denying?.close(), untrusted?.close()]);
     fx?.cleanup();
   });

@@ -9,11 +9,11 @@ import { statSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import {
-  binaryIsReal, SKIP_REASON, startMiproxy, startTlsServer, issueCert, makeFixture, proxyConfig,
+  requireBinary, startMiproxy, startTlsServer, issueCert, makeFixture, proxyConfig,
   httpRequest, miproxyError, RawConnection, freePort,
 } from './lib/index.mjs';
 
-const it = (name, fn) => test(name, { skip: SKIP_REASON }, fn);
+const it = (name, fn) => test(name, fn);
 const SCOPE = 'https://storage.azure.com/.default';
 
 function unixRequest(socketPath, path, headers = { host: 'echo.test' }) {
@@ -34,7 +34,7 @@ describe('data path edges', () => {
   const silentSockets = new Set();
 
   before(async () => {
-    if (!binaryIsReal) return;
+    requireBinary();
     fx = makeFixture('miproxy-edges-');
     const cert = issueCert(fx.ca, { dns: ['localhost'], ip: ['127.0.0.1'], name: 'edge' });
     good = await startTlsServer({ cert: cert.cert, key: cert.key });
@@ -73,7 +73,7 @@ describe('data path edges', () => {
   });
 
   after(async () => {
-    if (!binaryIsReal) return;
+    requireBinary();
     await proxy?.stop();
     for (const s of silentSockets) s.destroy();
     await new Promise((r) => silent?.close(r));

@@ -8,12 +8,12 @@ import assert from 'node:assert/strict';
 import http from 'node:http';
 import { setTimeout as sleep } from 'node:timers/promises';
 import {
-  binaryIsReal, SKIP_REASON, startMiproxy, startTlsServer, issueCert, makeFixture, proxyConfig,
+  requireBinary, startMiproxy, startTlsServer, issueCert, makeFixture, proxyConfig,
   httpRequest, miproxyError,
 } from './lib/index.mjs';
 import { startDevImds } from '../tools/dev-imds.mjs';
 
-const it = (name, fn) => test(name, { skip: SKIP_REASON }, fn);
+const it = (name, fn) => test(name, fn);
 const SCOPE = 'https://storage.azure.com/.default';
 const ROUTE = 'blob';
 const IDENTITY = 'vm';
@@ -39,9 +39,7 @@ describe('managed identity through IMDS', () => {
   let upstream;
 
   before(async () => {
-    if (!binaryIsReal) {
-      return;
-    }
+    requireBinary();
     fx = makeFixture('miproxy-identity-');
     const cert = issueCert(fx.ca, { dns: ['localhost'], ip: ['127.0.0.1'], name: 'upstream' });
     upstream = await startTlsServer({ cert: cert.cert, key: cert.key });

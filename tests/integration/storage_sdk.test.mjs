@@ -9,11 +9,11 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { AnonymousCredential, ContainerClient } from '@azure/storage-blob';
 import {
-  binaryIsReal, SKIP_REASON, startMiproxy, startAzurite, startTlsServer, issueCert, makeFixture,
+  requireBinary, startMiproxy, startAzurite, startTlsServer, issueCert, makeFixture,
   proxyConfig, generatedStream, sha256OfStream, httpRequest,
 } from './lib/index.mjs';
 
-const it = (name, fn) => test(name, { skip: SKIP_REASON }, fn);
+const it = (name, fn) => test(name, fn);
 const SCOPE = 'https://storage.azure.com/.default';
 const MiB = 1024 * 1024;
 
@@ -32,7 +32,7 @@ describe('Storage SDK through miproxy (Azurite)', () => {
   let fx; let azurite; let proxy; let container; let echo; let port;
 
   before(async () => {
-    if (!binaryIsReal) return;
+    requireBinary();
     fx = makeFixture('miproxy-storage-');
     azurite = await startAzurite({ ca: fx.ca });
     const cert = issueCert(fx.ca, { dns: ['localhost'], ip: ['127.0.0.1'], name: 'echo' });
@@ -54,7 +54,7 @@ describe('Storage SDK through miproxy (Azurite)', () => {
   });
 
   after(async () => {
-    if (!binaryIsReal) return;
+    requireBinary();
     await container?.delete().catch(() => {});
     await proxy?.stop();
     await Promise.all([azurite?.stop(), echo?.close()]);

@@ -10,23 +10,34 @@ import { processLog, recordOutput } from './testlog.mjs';
 
 export const MIPROXY_BIN = process.env.MIPROXY_BIN ?? '';
 
-// True when MIPROXY_BIN names a binary whose `--help` exits 0 and prints usage text mentioning
-// --config: the real proxy, not the early stub. Tests that need the proxy use
-// `{ skip: !binaryIsReal && SKIP_REASON }`.
-export const binaryIsReal = (() => {
-  if (!MIPROXY_BIN || !existsSync(MIPROXY_BIN)) {
-    return false;
+// Why MIPROXY_BIN cannot be the proxy under test (unset, missing, or a binary whose `--help`
+// does not exit 0 with usage text mentioning --config), or null when it can. A suite never
+// skips for this: requireBinary() throws, so the test that needs the binary fails.
+export const BINARY_PROBLEM = (() => {
+  if (!MIPROXY_BIN) {
+    return 'MIPROXY_BIN is not set';
+  }
+  if (!existsSync(MIPROXY_BIN)) {
+    return `MIPROXY_BIN (${MIPROXY_BIN}) does not exist`;
   }
   const r = spawnSync(MIPROXY_BIN, ['--help'], { encoding: 'utf8', timeout: 10000 });
-  return r.status === 0 && /--config/.test(`${r.stdout}${r.stderr}`);
+  if (r.status === 0 && /--config/.test(`${r.stdout}${r.stderr}`)) {
+    return null;
+  }
+  return `MIPROXY_BIN (${MIPROXY_BIN}) is not a working miproxy: --help exited ${r.status}`;
 })();
 
-export const SKIP_REASON = binaryIsReal ? false
-  : `MIPROXY_BIN (${MIPROXY_BIN || 'unset'}) is not a miproxy build with usage text yet`;
+// Throws unless MIPROXY_BIN is a working miproxy.
+export function requireBinary() {
+  if (BINARY_PROBLEM) {
+    throw new Error(BINARY_PROBLEM);
+  }
+}
 
 // Runs `miproxy ARGS...` to completion (check, doctor, --version). Returns { status, stdout,
 // stderr }.
 export function runMiproxy(args, { env = process.env, timeoutMs = 60000 } = {}) {
+  requireBinary();
   const r = spawnSync(MIPROXY_BIN, args, { encoding: 'utf8', env, timeout: timeoutMs });
   recordOutput(`miproxy-${args[0] ?? 'run'}`, r.stdout, r.stderr);
   return { status: r.status, signal: r.signal, stdout: r.stdout, stderr: r.stderr };
@@ -49,9 +60,7 @@ function tcpPort(address) {
 // }
 export async function startMiproxy({ config, env = process.env, args = [],
   readyTimeoutMs = 30000, killAfterMs = 60000 } = {}) {
-  if (!binaryIsReal) {
-    throw new Error(SKIP_REASON);
-  }
+  requireBinary();
   const dir = mkdtempSync(join(tmpdir(), 'miproxy-run-'));
   const configPath = join(dir, 'miproxy.json');
   writeFileSync(configPath, JSON.stringify(config, null, 2));
