@@ -445,6 +445,7 @@ struct Connector::Impl {
   uint64_t next_id = 1;
   std::unordered_map<uint64_t, Attempt*> attempts;
   std::map<std::string, CtxEntry> ctxs;
+  size_t max_sessions = detail::SessionCache::kDefaultMaxEntries;
 
   Impl(Connector* s, uv_loop_t* l) : self(s), loop(l) {}
   ~Impl();
@@ -733,13 +734,28 @@ const CtxEntry* Connector::Impl::get_ctx(const TlsClientOptions& options, const 
   if (ctx == nullptr) {
     return nullptr;  // not cached: the file may be fixed later
   }
-  CtxEntry entry{ctx, std::make_shared<detail::SessionCache>()};
+  CtxEntry entry{ctx, std::make_shared<detail::SessionCache>(max_sessions)};
   return &ctxs.emplace(key, std::move(entry)).first->second;
 }
 
 Connector::Connector(uv_loop_t* loop) : impl_(std::make_unique<Impl>(this, loop)) {}
 
 Connector::~Connector() = default;
+
+void Connector::set_max_sessions(size_t max_sessions) {
+  impl_->max_sessions = max_sessions;
+  for (auto& [key, entry] : impl_->ctxs) {
+    entry.sessions->set_max_entries(max_sessions);
+  }
+}
+
+size_t Connector::cached_sessions() const {
+  size_t n = 0;
+  for (const auto& [key, entry] : impl_->ctxs) {
+    n += entry.sessions->size();
+  }
+  return n;
+}
 
 uint64_t Connector::connect(const std::string& host, uint16_t port, const TlsClientOptions* tls,
                             std::chrono::milliseconds timeout, Done done) {

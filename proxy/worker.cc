@@ -14,8 +14,6 @@
 namespace miproxy::proxy {
 namespace {
 
-uint64_t now_ms(uv_loop_t* loop) { return uv_now(loop); }
-
 // A TCP socket bound to |host|:|port| with SO_REUSEPORT so every worker can bind the same port
 // and the kernel spreads connections across them.
 int bind_tcp(const std::string& host, uint16_t port, std::string* error) {
@@ -103,112 +101,6 @@ std::expected<std::vector<BoundListener>, std::string> bind_listeners(const conf
     out.push_back(std::move(b));
   }
   return out;
-}
-
-// ---- UpstreamPool ----
-
-struct UpstreamPool::IdleConn : Transport::Handler {
-  UpstreamPool* pool;
-  std::string key;
-  Transport* transport;
-  uint64_t expires_ms;
-  void on_read(const char*, size_t) override { drop(); }  // unsolicited bytes: unusable
-  void on_eof() override { drop(); }
-  void on_error(int, const std::string&) override { drop(); }
-  void on_drain() override {}
-  void drop() {
-    transport->set_handler(nullptr);
-    pool->close_transport(transport);
-    pool->remove(this);  // deletes this
-  }
-};
-
-UpstreamPool::UpstreamPool(uv_loop_t* loop, std::atomic<uint64_t>* open_counter)
-    : loop_(loop), open_(open_counter) {
-  uv_timer_init(loop_, &sweep_);
-  sweep_.data = this;
-  uv_timer_start(&sweep_, &UpstreamPool::on_sweep, 1000, 1000);
-  uv_unref(reinterpret_cast<uv_handle_t*>(&sweep_));
-}
-
-UpstreamPool::~UpstreamPool() { close_all(); }
-
-Transport* UpstreamPool::checkout(const std::string& key) {
-  auto it = idle_.find(key);
-  if (it == idle_.end()) return nullptr;
-  auto& list = it->second;
-  while (!list.empty()) {
-    std::unique_ptr<IdleConn> c = std::move(list.back());
-    list.pop_back();
-    Transport* t = c->transport;
-    t->set_handler(nullptr);
-    if (!t->is_closing() && !t->stale()) return t;
-    if (!t->is_closing()) close_transport(t);
-  }
-  return nullptr;
-}
-
-void UpstreamPool::checkin(const std::string& key, Transport* t, double idle_timeout_s) {
-  auto c = std::make_unique<IdleConn>();
-  c->pool = this;
-  c->key = key;
-  c->transport = t;
-  c->expires_ms = now_ms(loop_) + static_cast<uint64_t>(idle_timeout_s * 1000);
-  t->set_handler(c.get());
-  t->read_start();
-  idle_[key].push_back(std::move(c));
-}
-
-void UpstreamPool::remove(IdleConn* conn) {
-  auto it = idle_.find(conn->key);
-  if (it == idle_.end()) return;
-  auto& list = it->second;
-  for (auto li = list.begin(); li != list.end(); ++li) {
-    if (li->get() == conn) {
-      list.erase(li);
-      return;
-    }
-  }
-}
-
-void UpstreamPool::on_sweep(uv_timer_t* timer) {
-  auto* pool = static_cast<UpstreamPool*>(timer->data);
-  uint64_t now = now_ms(pool->loop_);
-  for (auto& [key, list] : pool->idle_) {
-    for (auto li = list.begin(); li != list.end();) {
-      if ((*li)->expires_ms <= now) {
-        (*li)->transport->set_handler(nullptr);
-        pool->close_transport((*li)->transport);
-        li = list.erase(li);
-      } else {
-        ++li;
-      }
-    }
-  }
-}
-
-void UpstreamPool::close_all() {
-  for (auto& [key, list] : idle_) {
-    for (auto& c : list) {
-      c->transport->set_handler(nullptr);
-      close_transport(c->transport);
-    }
-  }
-  idle_.clear();
-  if (!uv_is_closing(reinterpret_cast<uv_handle_t*>(&sweep_))) {
-    uv_close(reinterpret_cast<uv_handle_t*>(&sweep_), nullptr);
-  }
-}
-
-void UpstreamPool::close_transport(Transport* t) {
-  open_->fetch_sub(1, std::memory_order_relaxed);
-  t->close();
-}
-
-size_t UpstreamPool::idle_count() const {
-  size_t n = 0;
-  for (const auto& [key, list] : idle_) n += list.size();
-  return n;
 }
 
 // ---- Worker ----

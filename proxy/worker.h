@@ -1,6 +1,7 @@
 #pragma once
 // Internals of the data plane (not part of proxy/'s face; see server.h): the worker thread,
-// the downstream connection, the upstream exchange and the per-worker upstream pool.
+// the downstream connection and the upstream exchange (the per-worker upstream pool is in
+// upstream_pool.h).
 
 #include <llhttp.h>
 #include <uv.h>
@@ -18,6 +19,7 @@
 #include "proxy/server.h"
 #include "proxy/conn.h"
 #include "proxy/transport.h"
+#include "proxy/upstream_pool.h"
 
 namespace miproxy::proxy {
 
@@ -26,30 +28,6 @@ class Exchange;
 
 // Bytes queued towards a peer above which the other side stops reading (backpressure).
 inline constexpr size_t kHighWatermark = 256 * 1024;
-
-// Idle upstream connections of one worker, keyed by "host:port|ca_file". Newest first; an
-// idle connection that the server closes (or that sends anything) is dropped at once; a sweep
-// closes those idle longer than their route's idle timeout.
-class UpstreamPool {
- public:
-  UpstreamPool(uv_loop_t* loop, std::atomic<uint64_t>* open_counter);
-  ~UpstreamPool();
-  // A parked connection for |key|, or nullptr. The caller sets its handler and reads.
-  Transport* checkout(const std::string& key);
-  void checkin(const std::string& key, Transport* transport, double idle_timeout_s);
-  void close_all();
-  size_t idle_count() const;
-
- private:
-  struct IdleConn;
-  void remove(IdleConn* conn);
-  static void on_sweep(uv_timer_t* timer);
-  void close_transport(Transport* t);
-  uv_loop_t* loop_;
-  std::atomic<uint64_t>* open_;
-  uv_timer_t sweep_;
-  std::unordered_map<std::string, std::list<std::unique_ptr<IdleConn>>> idle_;
-};
 
 class Worker {
  public:
