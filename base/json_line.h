@@ -1,13 +1,16 @@
 #pragma once
 // Builds one flat JSON object into a string without a DOM: the access log writes one per
 // request, where nlohmann::json's allocations per field would show. Strings are escaped per
-// RFC 8259; bytes >= 0x80 that do not form valid UTF-8 are not checked (paths and names come
-// from llhttp's strict parser and the config, both ASCII).
+// RFC 8259 by append_json_string: invalid UTF-8 is replaced, so a line is valid JSON whatever
+// bytes a client sent.
 
+#include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <string>
 #include <string_view>
+
+#include "base/json_string.h"
 
 namespace miproxy {
 
@@ -37,6 +40,10 @@ class JsonLine {
   }
   JsonLine& add(std::string_view key, double value) {
     key_(key);
+    if (!std::isfinite(value)) {  // JSON has no NaN or infinity
+      out_.append("null");
+      return *this;
+    }
     char buf[32];
     int n = std::snprintf(buf, sizeof buf, "%.3f", value);
     out_.append(buf, static_cast<size_t>(n));
@@ -54,24 +61,7 @@ class JsonLine {
     quote(key);
     out_.push_back(':');
   }
-  void quote(std::string_view s) {
-    static constexpr char kHex[] = "0123456789abcdef";
-    out_.push_back('"');
-    for (char c : s) {
-      auto u = static_cast<unsigned char>(c);
-      if (c == '"' || c == '\\') {
-        out_.push_back('\\');
-        out_.push_back(c);
-      } else if (u < 0x20 || u == 0x7f) {
-        out_.append("\\u00");
-        out_.push_back(kHex[u >> 4]);
-        out_.push_back(kHex[u & 15]);
-      } else {
-        out_.push_back(c);
-      }
-    }
-    out_.push_back('"');
-  }
+  void quote(std::string_view s) { append_json_string(out_, s); }
   std::string out_;
 };
 

@@ -2,8 +2,6 @@
 
 #include <cstring>
 
-#include <nlohmann/json.hpp>
-
 #include "base/json_line.h"
 #include "base/log.h"
 #include "proxy/conn.h"
@@ -154,7 +152,7 @@ void ClientConn::on_timer(uv_timer_t* timer) {
   }
   if (c->head_bytes_ > 0 && !c->ex_) {
     // Slow or stalled request head (slowloris): answer 408 and close.
-    c->respond_error(408, "RequestTimeout", "request head not received in time", true);
+    c->respond_error(Error::REQUEST_TIMEOUT, "request head not received in time", true);
     return;
   }
   c->close();  // idle keep-alive connection
@@ -193,12 +191,10 @@ void ClientConn::execute(const char* data, size_t len) {
     close();
     return;
   }
-  int status = 400;
-  std::string_view code = "BadRequest";
+  Error error = Error::BAD_REQUEST;
   std::string reason = llhttp_get_error_reason(&parser_) ? llhttp_get_error_reason(&parser_) : "";
   if (err == HPE_USER && reason.starts_with("431")) {
-    status = 431;
-    code = "RequestHeaderFieldsTooLarge";
+    error = Error::HEADERS_TOO_LARGE;
     reason = reason.substr(4);
   }
   if (ex_ && ex_->response_head_sent()) {
@@ -208,7 +204,7 @@ void ClientConn::execute(const char* data, size_t len) {
   }
   // The upstream saw at most a truncated body, never a complete request: respond_error
   // retires the exchange, whose destructor closes that upstream connection.
-  respond_error(status, code, "malformed HTTP request: " + reason, true);
+  respond_error(error, "malformed HTTP request: " + reason, true);
 }
 
 void ClientConn::resume_parsing() {
@@ -342,52 +338,52 @@ int ClientConn::on_headers_complete() {
 }
 
 int ClientConn::start_exchange() {
-  auto bad = [&](int status, std::string_view code, const std::string& msg, bool close) {
-    respond_error(status, code, msg, close || has_request_body());
+  auto bad = [&](Error e, const std::string& msg, bool close) {
+    respond_error(e, msg, close || has_request_body());
     // Stop parsing this connection's bytes when it will close; otherwise skip to the next
     // message (a bodiless request's error is complete).
     return close_after_response_ ? HPE_PAUSED : 0;
   };
 
   if (!peer_allowed_) {
-    return bad(403, "ClientNotAllowed",
+    return bad(Error::CLIENT_NOT_ALLOWED,
                "peer uid " + std::to_string(peer_uid_) + " is not in allowed_uids of listener " +
                    listener_.display,
                true);
   }
   if (llhttp_get_method(&parser_) == HTTP_CONNECT) {
-    return bad(405, "MethodNotAllowed",
+    return bad(Error::METHOD_NOT_ALLOWED,
                "CONNECT tunnels are not supported: miproxy is not an open proxy", true);
   }
   if (parser_.upgrade) {
-    return bad(400, "BadRequest", "protocol upgrades are not supported", true);
+    return bad(Error::BAD_REQUEST, "protocol upgrades are not supported", true);
   }
 
   // Host: absolute-form authority wins (apps using HTTP_PROXY), else exactly one Host header.
   std::string_view host, path;
   size_t host_count = headers_.count(HeaderToken::HOST);
-  if (host_count > 1) return bad(400, "BadRequest", "more than one Host header", true);
+  if (host_count > 1) return bad(Error::BAD_REQUEST, "more than one Host header", true);
   if (!url_.empty() && url_[0] != '/') {
     if (!split_absolute(url_, &host, &path)) {
-      return bad(400, "BadRequest", "unsupported request target", true);
+      return bad(Error::BAD_REQUEST, "unsupported request target", true);
     }
   } else {
     path = url_;
     if (host_count == 0) {
-      if (http_minor_ >= 1) return bad(400, "BadRequest", "HTTP/1.1 request without Host", true);
+      if (http_minor_ >= 1) return bad(Error::BAD_REQUEST, "HTTP/1.1 request without Host", true);
       host = "";
     } else {
       headers_.find(HeaderToken::HOST, &host);
     }
   }
-  if (path.empty() || path[0] != '/') return bad(400, "BadRequest", "request path must start with /", true);
+  if (path.empty() || path[0] != '/') return bad(Error::BAD_REQUEST, "request path must start with /", true);
 
   log_path_ = redact_query(path);
   const auto& snap = worker_.snapshot();
   metrics_ = snap->unrouted_metrics.get();
   routing::MatchResult m = snap->table.match(host, path, method_);
   if (m.outcome == routing::MatchResult::Outcome::NO_ROUTE) {
-    return bad(404, "NoRoute",
+    return bad(Error::NO_ROUTE,
                "no route matches host '" + routing::normalize_host(host) + "' path '" +
                    redact_query(path.substr(0, path.find('?'))) + "'",
                false);
@@ -397,12 +393,12 @@ int ClientConn::start_exchange() {
   size_t route_index = static_cast<size_t>(&cr - snap->table.routes().data());
   metrics_ = snap->routes[route_index].metrics.get();
   if (m.outcome == routing::MatchResult::Outcome::METHOD_NOT_ALLOWED) {
-    return bad(405, "MethodNotAllowed",
+    return bad(Error::METHOD_NOT_ALLOWED,
                "route '" + route.name + "' does not allow method " + method_, false);
   }
   if (route.inbound_authorization == config::Route::InboundAuthorization::REJECT &&
       headers_.count(HeaderToken::AUTHORIZATION) > 0) {
-    return bad(400, "BadRequest",
+    return bad(Error::BAD_REQUEST,
                "route '" + route.name +
                    "' rejects requests that carry their own Authorization header",
                false);
@@ -523,43 +519,16 @@ void ClientConn::exchange_failed_midstream() {
   close();
 }
 
-void ClientConn::respond_error(int status, std::string_view code, const std::string& message,
-                               bool close_conn) {
+void ClientConn::respond_error(Error error, const std::string& message, bool close_conn) {
   if (closed_) return;
-  if (close_conn || draining_) close_after_response_ = true;
+  if (close_conn || draining_ || !keep_alive_) close_after_response_ = true;
   error_answered_ = true;
-  std::string route_name, identity;
-  if (ex_) {
-    route_name = ex_->route().name;
-    identity = ex_->route().identity;
-  }
-  nlohmann::json err = {{"code", code}, {"message", message}};
-  if (!route_name.empty()) {
-    err["route"] = route_name;
-    err["identity"] = identity;
-  }
-  std::string body = nlohmann::json{{"error", err}}.dump();
+  ErrorContext ctx;
+  if (ex_) ctx = {ex_->route().name, ex_->route().identity};
   std::string out;
-  out.reserve(256 + body.size());
-  out.append("HTTP/1.1 ");
-  out.append(std::to_string(status));
-  out.push_back(' ');
-  out.append(reason_phrase(status));
-  out.append("\r\nContent-Type: application/json\r\nx-miproxy-error: ");
-  out.append(code);
-  out.append("\r\nContent-Length: ");
-  out.append(std::to_string(body.size()));
-  if (status == 405 && ex_ == nullptr) {
-    // Allow is informative only; the route's methods are in the message.
-  }
-  if (close_after_response_ || !keep_alive_) {
-    out.append("\r\nConnection: close");
-    close_after_response_ = true;
-  }
-  out.append("\r\n\r\n");
-  out.append(body);
+  render_error_response(out, error, message, ctx, close_after_response_, method_ == "HEAD");
   if (transport_) transport_->write(out.data(), out.size());
-  log_request(ex_.get(), status, code);
+  log_request(ex_.get(), error_info(error).status, error_info(error).code);
   retire_exchange();
   if (close_after_response_) {
     parse_paused_ = true;

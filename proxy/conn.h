@@ -17,6 +17,7 @@
 #include <string>
 
 #include "auth/token.h"
+#include "proxy/errors.h"
 #include "proxy/http1.h"
 #include "proxy/server.h"
 #include "proxy/transport.h"
@@ -54,8 +55,7 @@ class ClientConn : public Transport::Handler {
   void exchange_failed_midstream();   // response already started; close
   // Answers the current request with miproxy's own JSON error (interface.md) and, when
   // |close| (or the request body was not consumed), closes after the write.
-  void respond_error(int status, std::string_view code, const std::string& message,
-                     bool close);
+  void respond_error(Error error, const std::string& message, bool close);
   bool client_keep_alive() const { return keep_alive_; }
   // Runs the connection's timer for the current exchange's response timeout.
   void arm_response_timer(double seconds);
@@ -186,7 +186,7 @@ class Exchange : public Transport::Handler {
   bool try_send_head();
   void on_token(auth::TokenResult result);
   void on_connected(std::expected<Transport*, ConnectError> result);
-  void fail(int status, std::string_view code, const std::string& message);
+  void fail(Error error, const std::string& message);
   void upstream_broken(const std::string& what);
   void finish();
   void release_upstream(bool reusable);
@@ -212,8 +212,9 @@ class Exchange : public Transport::Handler {
   bool discard_ = false;         // the current response is consumed, not forwarded
   bool restart_ = false;         // after the discarded response: send the request again
   bool challenge_retried_ = false;
-  int deferred_status_ = 0;      // a failure to answer once the discarded response is read
-  std::string deferred_code_, deferred_message_;
+  // The failure to answer once the discarded response is read.
+  Error deferred_error_ = Error::UPSTREAM_PROTOCOL_ERROR;
+  std::string deferred_message_;
   std::string token_source_;
   Transport* up_ = nullptr;
   bool reused_ = false;

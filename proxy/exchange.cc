@@ -166,7 +166,7 @@ void Exchange::on_token(auth::TokenResult result) {
     const auth::TokenError& e = result.error();
     std::string msg = e.message;
     if (!e.source.empty()) msg = e.source + ": " + msg;
-    fail(502, "TokenAcquisitionFailed", msg);
+    fail(Error::TOKEN_ACQUISITION_FAILED, msg);
     return;
   }
   token_ = *result;
@@ -182,13 +182,13 @@ void Exchange::on_connected(std::expected<Transport*, ConnectError> result) {
     switch (e.kind) {
       case ConnectError::Kind::TLS_VERIFY:
       case ConnectError::Kind::TLS_HANDSHAKE:
-        fail(502, "UpstreamTlsFailed", e.message + where);
+        fail(Error::UPSTREAM_TLS_FAILED, e.message + where);
         return;
       case ConnectError::Kind::TIMEOUT:
-        fail(504, "UpstreamTimeout", "connect timed out: " + e.message + where);
+        fail(Error::UPSTREAM_TIMEOUT, "connect timed out: " + e.message + where);
         return;
       default:
-        fail(503, "UpstreamUnavailable", e.message + where);
+        fail(Error::UPSTREAM_UNAVAILABLE, e.message + where);
         return;
     }
   }
@@ -209,7 +209,7 @@ bool Exchange::try_send_head() {
     // Never send an expired token (it may have expired while we waited for a connection).
     token_ = route_slot_token();
     if (!token_) {
-      fail(502, "TokenAcquisitionFailed", "the cached token expired and no new one is available");
+      fail(Error::TOKEN_ACQUISITION_FAILED, "the cached token expired and no new one is available");
       return false;
     }
   }
@@ -286,7 +286,7 @@ void Exchange::on_response_timeout() {
   if (ex->response_done_) return;
   if (!ex->response_head_sent_) {
     ex->release_upstream(false);
-    ex->fail(504, "UpstreamTimeout",
+    ex->fail(Error::UPSTREAM_TIMEOUT,
              "no response from " + ex->p_.upstream.authority() + " within " +
                  std::to_string(static_cast<int>(ex->route().timeouts.response)) + " s");
     return;
@@ -295,14 +295,15 @@ void Exchange::on_response_timeout() {
   ex->client_.exchange_failed_midstream();
 }
 
-void Exchange::fail(int status, std::string_view code, const std::string& message) {
+void Exchange::fail(Error error, const std::string& message) {
   if (failed_) return;
   failed_ = true;
   release_upstream(!head_sent_);
   log::warn("request failed", {{"route", route().name}, {"identity", route().identity},
-                               {"status", status}, {"code", code}, {"message", message}});
+                               {"status", error_info(error).status}, {"code", error_info(error).code},
+                               {"message", message}});
   // Last action: the client may retire (and later delete) this exchange.
-  client_.respond_error(status, code, message, false);
+  client_.respond_error(error, message, false);
 }
 
 void Exchange::release_upstream(bool reusable) {
@@ -334,7 +335,7 @@ void Exchange::upstream_broken(const std::string& what) {
     client_.exchange_failed_midstream();
     return;
   }
-  fail(502, "UpstreamProtocolError",
+  fail(Error::UPSTREAM_PROTOCOL_ERROR,
        "upstream " + p_.upstream.authority() + " closed the connection: " + what);
 }
 
@@ -362,7 +363,7 @@ void Exchange::on_read(const char* data, size_t len) {
     client_.exchange_failed_midstream();
     return;
   }
-  fail(502, "UpstreamProtocolError", "malformed response from upstream: " + reason);
+  fail(Error::UPSTREAM_PROTOCOL_ERROR, "malformed response from upstream: " + reason);
 }
 
 void Exchange::abandon() {
@@ -542,8 +543,7 @@ bool Exchange::handle_challenge(int status) {
     if (status == 401 && challenge) {
       std::string scope = auth::scope_from_challenge(*challenge, p_.upstream.host);
       if (scope.empty()) {
-        deferred_status_ = 502;
-        deferred_code_ = "TokenAcquisitionFailed";
+        deferred_error_ = Error::TOKEN_ACQUISITION_FAILED;
         deferred_message_ = "scope \"auto\": the upstream's challenge names resource '" +
                             (challenge->scope.empty() ? challenge->resource : challenge->scope) +
                             "', which is not in the domain of " + p_.upstream.host +
@@ -553,8 +553,7 @@ bool Exchange::handle_challenge(int status) {
       }
       auto slot = p_.snapshot->make_slot ? p_.snapshot->make_slot(r.identity, scope) : nullptr;
       if (!slot) {
-        deferred_status_ = 502;
-        deferred_code_ = "TokenAcquisitionFailed";
+        deferred_error_ = Error::TOKEN_ACQUISITION_FAILED;
         deferred_message_ = "scope \"auto\": no token source for the learned scope " + scope;
         return true;
       }
@@ -571,8 +570,7 @@ bool Exchange::handle_challenge(int status) {
       token_source_ = "none";
       return false;
     }
-    deferred_status_ = 502;
-    deferred_code_ = "TokenAcquisitionFailed";
+    deferred_error_ = Error::TOKEN_ACQUISITION_FAILED;
     deferred_message_ = "scope \"auto\": the upstream answered " + std::to_string(status) +
                         " without a Bearer challenge; set the route's scope explicitly";
     return true;
@@ -633,8 +631,7 @@ void Exchange::finish() {
     }
     discard_ = false;
     release_upstream(llhttp_should_keep_alive(&rparser_) && !p_.has_body);
-    fail(deferred_status_ ? deferred_status_ : 502,
-         deferred_code_.empty() ? "UpstreamProtocolError" : deferred_code_, deferred_message_);
+    fail(deferred_error_, deferred_message_);
     return;
   }
   bool upstream_reusable = request_done_ && llhttp_should_keep_alive(&rparser_) && !close_delimited_;
