@@ -1,3 +1,5 @@
+#include <unistd.h>
+
 #include "proxy/transport.h"
 
 #include <arpa/inet.h>
@@ -392,6 +394,25 @@ Transport* accept_plain(uv_loop_t* loop, uv_stream_t* server) {
   }
   if (r != 0) {
     log::warn("accept failed", {{"error", uv_strerror(r)}});
+    t->close();
+    return nullptr;
+  }
+  if (tcp) {
+    uv_tcp_nodelay(t->tcp(), 1);
+  }
+  return t;
+}
+
+Transport* adopt_plain(uv_loop_t* loop, int fd, bool tcp) {
+  auto* t = new PlainTransport(loop);
+  int r = tcp ? t->init_tcp() : t->init_pipe();
+  if (r == 0) {
+    r = tcp ? uv_tcp_open(t->tcp(), fd)
+            : uv_pipe_open(reinterpret_cast<uv_pipe_t*>(t->stream()), fd);
+  }
+  if (r != 0) {
+    log::warn("accept failed", {{"error", uv_strerror(r)}});
+    ::close(fd);  // not owned by the handle when opening it failed
     t->close();
     return nullptr;
   }

@@ -91,6 +91,9 @@ const TransportStats& transport_stats();
 // Accepts a pending connection on |server| (a listening uv_tcp_t or uv_pipe_t) into a new
 // plaintext Transport on |loop|. Returns nullptr (and logs) if accept fails.
 Transport* accept_plain(uv_loop_t* loop, uv_stream_t* server);
+// Wraps a socket already accepted (accept4, non-blocking) into a plaintext Transport on |loop|,
+// which owns |fd| from then on. Returns nullptr (fd closed, logged) on failure.
+Transport* adopt_plain(uv_loop_t* loop, int fd, bool tcp);
 
 struct TlsClientOptions {
   std::string server_name;  // SNI and host-name (or IP) verification
