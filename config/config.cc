@@ -364,6 +364,22 @@ const Field<Limits> LIMITS_FIELDS[] = {
      [](Ctx& ctx, const Json& v, const std::string& path, Limits& l) {
        uint32_in(ctx, v, path, l.max_learned_scopes, 1);
      }},
+    {"max_connections", Kind::UINT, ALL, NONE,
+     [](Ctx& ctx, const Json& v, const std::string& path, Limits& l) {
+       uint32_in(ctx, v, path, l.max_connections, 1);
+     }},
+    {"max_queued_response_bytes", Kind::UINT, ALL, NONE,
+     [](Ctx& ctx, const Json& v, const std::string& path, Limits& l) {
+       uint32_in(ctx, v, path, l.max_queued_response_bytes, 1024);
+     }},
+    {"max_pool_hosts", Kind::UINT, ALL, NONE,
+     [](Ctx& ctx, const Json& v, const std::string& path, Limits& l) {
+       uint32_in(ctx, v, path, l.max_pool_hosts, 1);
+     }},
+    {"max_tls_sessions", Kind::UINT, ALL, NONE,
+     [](Ctx& ctx, const Json& v, const std::string& path, Limits& l) {
+       uint32_in(ctx, v, path, l.max_tls_sessions, 1);
+     }},
 };
 
 // ---- identities ----

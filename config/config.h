@@ -64,6 +64,11 @@ struct Limits {
   double idle_timeout = 60;       // seconds a keep-alive client connection may sit idle
   uint32_t max_replay_body = 1024 * 1024;  // body bytes held for a replay (scope: auto, CAE)
   uint32_t max_learned_scopes = 1024;  // scope "auto": upstream hosts remembered per route (LRU)
+  // Resources miproxy holds for clients and upstream hosts.
+  uint32_t max_connections = 4096;         // client connections open at once, whole process
+  uint32_t max_queued_response_bytes = 1024 * 1024;  // per client: stop parsing pipelined requests above
+  uint32_t max_pool_hosts = 256;           // per worker: upstream hosts with idle pooled connections
+  uint32_t max_tls_sessions = 1024;        // per worker: upstream peers with a cached TLS session
 };
 
 struct Identity {

@@ -5,6 +5,7 @@
 #include "base/json_line.h"
 #include "base/log.h"
 #include "proxy/admission.h"
+#include "proxy/metrics.h"
 #include "proxy/conn.h"
 #include "proxy/worker.h"
 #include "routing/router.h"
@@ -208,8 +209,21 @@ void ClientConn::execute(const char* data, size_t len) {
   respond_error(error, "malformed HTTP request: " + reason, true);
 }
 
+bool ClientConn::output_backlogged() {
+  if (!transport_ || transport_->write_queue_bytes() <=
+                         worker_.snapshot()->config->limits.max_queued_response_bytes) {
+    return false;
+  }
+  wait_drain_ = true;
+  count_limit_hit("max_queued_response_bytes");
+  return true;
+}
+
 void ClientConn::resume_parsing() {
   if (closed_ || !parse_paused_) return;
+  // A client that pipelines requests without reading the responses: parse no further until
+  // it reads (on_drain), so queued responses stay bounded.
+  if (wait_drain_ || output_backlogged()) return;
   // While a forwarded request is complete but its response is not, later (pipelined) requests
   // stay unparsed so responses go out in order.
   if (ex_ && request_complete_) return;
@@ -262,7 +276,14 @@ void ClientConn::on_error(int code, const std::string& what) { close(); }
 void ClientConn::on_drain() {
   if (closed_) return;
   if (ex_) ex_->client_drained();
-  if (!ex_ && close_after_response_) close();
+  if (!ex_ && close_after_response_) {
+    close();
+    return;
+  }
+  if (wait_drain_) {
+    wait_drain_ = false;
+    resume_parsing();
+  }
 }
 
 int ClientConn::on_message_begin() {
@@ -543,7 +564,7 @@ int ClientConn::on_message_complete() {
   head_bytes_ = 0;
   if (close_after_response_) return HPE_PAUSED;
   start_timer(worker_.snapshot()->config->limits.idle_timeout);
-  return 0;
+  return output_backlogged() ? HPE_PAUSED : 0;
 }
 
 void ClientConn::exchange_done(bool reusable) {

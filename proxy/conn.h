@@ -79,6 +79,7 @@ class ClientConn : public Transport::Handler {
  private:
   void execute(const char* data, size_t len);
   void update_reading();
+  bool output_backlogged();  // queued response bytes above the limit (counts the hit)
   void start_timer(double seconds);
   static void on_timer(uv_timer_t* timer);
   void log_request(const Exchange* ex, int status, std::string_view error_code);
@@ -116,6 +117,9 @@ class ClientConn : public Transport::Handler {
   const RouteMetrics* metrics_ = nullptr;  // owned by Metrics for the process lifetime
   std::string pending_;       // bytes read while the parser was paused
   bool parse_paused_ = false;
+  // Parsing stopped because the client is not reading its responses (queued bytes above
+  // limits.max_queued_response_bytes); on_drain resumes it.
+  bool wait_drain_ = false;
   bool body_paused_ = false;
   bool reading_ = false;
   bool request_complete_ = false;

@@ -18,7 +18,34 @@ size_t method_index(std::string_view method) {
   return kMetricMethods.size() - 1;
 }
 
+struct LimitRegistry {
+  std::mutex mu;
+  // Map nodes never move, so a counter handed out stays valid.
+  std::map<std::string, std::atomic<uint64_t>, std::less<>> counters;
+};
+
+LimitRegistry& limit_registry() {
+  static LimitRegistry* r = new LimitRegistry;  // never destroyed: workers may outlive main
+  return *r;
+}
+
 }  // namespace
+
+std::atomic<uint64_t>& limit_hits(std::string_view limit) {
+  auto& r = limit_registry();
+  std::lock_guard lock(r.mu);
+  auto it = r.counters.find(limit);
+  if (it == r.counters.end()) it = r.counters.try_emplace(std::string(limit), 0).first;
+  return it->second;
+}
+
+std::vector<std::pair<std::string, uint64_t>> limit_hit_totals() {
+  auto& r = limit_registry();
+  std::lock_guard lock(r.mu);
+  std::vector<std::pair<std::string, uint64_t>> out;
+  for (const auto& [name, n] : r.counters) out.emplace_back(name, n.load(std::memory_order_relaxed));
+  return out;
+}
 
 AtomicHistogram::AtomicHistogram(const std::vector<double>* bounds)
     : bounds_(bounds), counts_(new std::atomic<uint64_t>[bounds->size() + 1]) {
@@ -136,6 +163,11 @@ Metrics::Metrics()
                            .Add({})) {
   reloads_.Add({{"result", "success"}});
   reloads_.Add({{"result", "failure"}});
+  // The limits miproxy enforces show up at 0 before the first hit.
+  for (std::string_view l : {"max_connections", "file_descriptors", "max_queued_response_bytes",
+                             "max_pool_hosts", "max_tls_sessions"}) {
+    limit_hits(l);
+  }
 }
 
 prometheus::Counter* Metrics::limit_hit(const std::string& limit) {
@@ -205,6 +237,18 @@ std::string Metrics::serialize() {
   auto families = registry_->Collect();
   families.push_back(duration_.collect());
   families.push_back(upstream_duration_.collect());
+  prometheus::MetricFamily limits;
+  limits.name = "miproxy_limit_hits_total";
+  limits.help = "Times a configured limit was hit (a connection refused or paused, an entry "
+                "evicted), by limit.";
+  limits.type = prometheus::MetricType::Counter;
+  for (const auto& [name, n] : limit_hit_totals()) {
+    prometheus::ClientMetric m;
+    m.label.push_back({"limit", name});
+    m.counter.value = static_cast<double>(n);
+    limits.metric.push_back(std::move(m));
+  }
+  families.push_back(std::move(limits));
   prometheus::TextSerializer().Serialize(out, families);
   return out.str();
 }

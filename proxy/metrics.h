@@ -56,6 +56,17 @@ class AtomicHistogramFamily {
 inline constexpr std::array<std::string_view, 8> kMetricMethods = {
     "GET", "HEAD", "PUT", "POST", "DELETE", "PATCH", "OPTIONS", "OTHER"};
 
+// Times a limit in config "limits" was hit, by limit name: the family
+// miproxy_limit_hits_total{limit="..."}. Process-wide and usable from any thread; the first use
+// of a name registers it (under a lock), so a hot path keeps the returned counter, which lives
+// as long as the process.
+std::atomic<uint64_t>& limit_hits(std::string_view limit);
+inline void count_limit_hit(std::string_view limit) {
+  limit_hits(limit).fetch_add(1, std::memory_order_relaxed);
+}
+// The current value of every registered limit counter (tests, serialisation).
+std::vector<std::pair<std::string, uint64_t>> limit_hit_totals();
+
 struct RouteMetrics {
   // [method index][status class 1xx..5xx]
   std::array<std::array<prometheus::Counter*, 5>, kMetricMethods.size()> requests{};

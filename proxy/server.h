@@ -92,6 +92,9 @@ class Server {
   std::vector<BoundListener> listeners_;
   std::vector<std::unique_ptr<Worker>> workers_;
   std::atomic<unsigned> running_{0};
+  // Workers inside an accept-pause episode, so each episode is logged once per process.
+  std::atomic<int> fd_episode_workers_{0};
+  std::atomic<int> conn_episode_workers_{0};
   std::function<void()> on_stopped_;
 };
 

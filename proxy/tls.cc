@@ -23,6 +23,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "proxy/metrics.h"
 #include "proxy/tls_stream.h"
 
 namespace miproxy::proxy::detail {
@@ -101,21 +102,45 @@ char* thread_coalesce_buffer() {
 // ---- SessionCache --------------------------------------------------------------------------
 
 SessionCache::~SessionCache() {
-  for (auto& [key, session] : sessions_) {
+  for (auto& [key, session] : lru_) {
     SSL_SESSION_free(session);
   }
 }
 
-SSL_SESSION* SessionCache::get(const std::string& key) const {
-  auto it = sessions_.find(key);
-  return it == sessions_.end() ? nullptr : it->second;
+SSL_SESSION* SessionCache::get(const std::string& key) {
+  auto it = index_.find(key);
+  if (it == index_.end()) {
+    return nullptr;
+  }
+  lru_.splice(lru_.begin(), lru_, it->second);
+  return it->second->second;
 }
 
 void SessionCache::put(const std::string& key, SSL_SESSION* session) {
-  auto [it, inserted] = sessions_.try_emplace(key, session);
-  if (!inserted) {
-    SSL_SESSION_free(it->second);
-    it->second = session;
+  auto it = index_.find(key);
+  if (it != index_.end()) {
+    SSL_SESSION_free(it->second->second);
+    it->second->second = session;
+    lru_.splice(lru_.begin(), lru_, it->second);
+    return;
+  }
+  lru_.emplace_front(key, session);
+  index_.emplace(key, lru_.begin());
+  evict_to(max_);
+}
+
+void SessionCache::set_max_entries(size_t max_entries) {
+  max_ = max_entries;
+  evict_to(max_);
+}
+
+void SessionCache::evict_to(size_t n) {
+  while (index_.size() > n && !lru_.empty()) {
+    auto& [key, session] = lru_.back();
+    SSL_SESSION_free(session);
+    index_.erase(key);
+    lru_.pop_back();
+    count_limit_hit("max_tls_sessions");
   }
 }
 

@@ -11,6 +11,7 @@
 #include <uv.h>
 
 #include <cstddef>
+#include <list>
 #include <memory>
 #include <string>
 #include <unordered_map>
@@ -126,20 +127,31 @@ class PlainTransport final : public StreamTransport {
 
 // Client sessions remembered per peer, so a reconnect resumes instead of a full handshake.
 // Shared by a Connector's context entry and every TLS transport made from it, because TLS 1.3
-// tickets arrive after the handshake, possibly after the Connector is gone.
+// tickets arrive after the handshake, possibly after the Connector is gone. Bounded: with a
+// "https://{host}" route every upstream host the apps name adds a peer, so past |max_entries|
+// the least recently used session is dropped (counted as limits.max_tls_sessions).
 class SessionCache {
  public:
-  SessionCache() = default;
+  explicit SessionCache(size_t max_entries = kDefaultMaxEntries) : max_(max_entries) {}
   SessionCache(const SessionCache&) = delete;
   SessionCache& operator=(const SessionCache&) = delete;
   ~SessionCache();
-  // Returns a borrowed session (or nullptr); SSL_set_session takes its own reference.
-  SSL_SESSION* get(const std::string& key) const;
+  static constexpr size_t kDefaultMaxEntries = 1024;
+  // Returns a borrowed session (or nullptr); SSL_set_session takes its own reference. A hit
+  // makes the peer the most recently used.
+  SSL_SESSION* get(const std::string& key);
   // Takes ownership of |session|'s reference.
   void put(const std::string& key, SSL_SESSION* session);
+  // Lowers (or raises) the bound; entries beyond it are dropped now, oldest first.
+  void set_max_entries(size_t max_entries);
+  size_t size() const { return index_.size(); }
 
  private:
-  std::unordered_map<std::string, SSL_SESSION*> sessions_;
+  void evict_to(size_t n);
+  using Lru = std::list<std::pair<std::string, SSL_SESSION*>>;  // most recently used first
+  size_t max_;
+  Lru lru_;
+  std::unordered_map<std::string, Lru::iterator> index_;
 };
 
 // Builds the client SSL_CTX for |options| (already normalised pin). Returns nullptr and fills

@@ -1,3 +1,5 @@
+#include <unistd.h>
+
 #include "proxy/transport.h"
 
 #include <arpa/inet.h>
@@ -401,6 +403,25 @@ Transport* accept_plain(uv_loop_t* loop, uv_stream_t* server) {
   return t;
 }
 
+Transport* adopt_plain(uv_loop_t* loop, int fd, bool tcp) {
+  auto* t = new PlainTransport(loop);
+  int r = tcp ? t->init_tcp() : t->init_pipe();
+  if (r == 0) {
+    r = tcp ? uv_tcp_open(t->tcp(), fd)
+            : uv_pipe_open(reinterpret_cast<uv_pipe_t*>(t->stream()), fd);
+  }
+  if (r != 0) {
+    log::warn("accept failed", {{"error", uv_strerror(r)}});
+    ::close(fd);  // not owned by the handle when opening it failed
+    t->close();
+    return nullptr;
+  }
+  if (tcp) {
+    uv_tcp_nodelay(t->tcp(), 1);
+  }
+  return t;
+}
+
 // ---- Connector -----------------------------------------------------------------------------
 
 namespace {
@@ -445,6 +466,7 @@ struct Connector::Impl {
   uint64_t next_id = 1;
   std::unordered_map<uint64_t, Attempt*> attempts;
   std::map<std::string, CtxEntry> ctxs;
+  size_t max_sessions = detail::SessionCache::kDefaultMaxEntries;
 
   Impl(Connector* s, uv_loop_t* l) : self(s), loop(l) {}
   ~Impl();
@@ -733,13 +755,28 @@ const CtxEntry* Connector::Impl::get_ctx(const TlsClientOptions& options, const 
   if (ctx == nullptr) {
     return nullptr;  // not cached: the file may be fixed later
   }
-  CtxEntry entry{ctx, std::make_shared<detail::SessionCache>()};
+  CtxEntry entry{ctx, std::make_shared<detail::SessionCache>(max_sessions)};
   return &ctxs.emplace(key, std::move(entry)).first->second;
 }
 
 Connector::Connector(uv_loop_t* loop) : impl_(std::make_unique<Impl>(this, loop)) {}
 
 Connector::~Connector() = default;
+
+void Connector::set_max_sessions(size_t max_sessions) {
+  impl_->max_sessions = max_sessions;
+  for (auto& [key, entry] : impl_->ctxs) {
+    entry.sessions->set_max_entries(max_sessions);
+  }
+}
+
+size_t Connector::cached_sessions() const {
+  size_t n = 0;
+  for (const auto& [key, entry] : impl_->ctxs) {
+    n += entry.sessions->size();
+  }
+  return n;
+}
 
 uint64_t Connector::connect(const std::string& host, uint16_t port, const TlsClientOptions* tls,
                             std::chrono::milliseconds timeout, Done done) {

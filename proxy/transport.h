@@ -91,6 +91,9 @@ const TransportStats& transport_stats();
 // Accepts a pending connection on |server| (a listening uv_tcp_t or uv_pipe_t) into a new
 // plaintext Transport on |loop|. Returns nullptr (and logs) if accept fails.
 Transport* accept_plain(uv_loop_t* loop, uv_stream_t* server);
+// Wraps a socket already accepted (accept4, non-blocking) into a plaintext Transport on |loop|,
+// which owns |fd| from then on. Returns nullptr (fd closed, logged) on failure.
+Transport* adopt_plain(uv_loop_t* loop, int fd, bool tcp);
 
 struct TlsClientOptions {
   std::string server_name;  // SNI and host-name (or IP) verification
@@ -108,7 +111,8 @@ struct ConnectError {
 };
 
 // Connects to upstreams from one loop. Keeps one SSL_CTX per (ca_file, min_version, pin) and
-// a client session cache per (host, port) so reconnects resume TLS sessions. Not thread-safe:
+// a client session cache per (host, port) so reconnects resume TLS sessions; each context's
+// cache holds at most max_sessions peers (least recently used dropped first). Not thread-safe:
 // each worker owns one.
 class Connector {
  public:
@@ -135,6 +139,11 @@ class Connector {
   uint64_t connect(const std::string& host, uint16_t port, const TlsClientOptions* tls,
                    std::chrono::milliseconds timeout, Done done);
   void cancel(uint64_t id);
+
+  // Bounds each context's session cache (limits.max_tls_sessions); applies at once.
+  void set_max_sessions(size_t max_sessions);
+  // Sessions cached now, over all contexts (tests).
+  size_t cached_sessions() const;
 
   // Counters for tests and metrics: successful TLS handshakes (full and resumed), and how
   // many of those resumed a cached session.

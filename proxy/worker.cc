@@ -6,15 +6,15 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "base/log.h"
+#include "proxy/metrics.h"
 #include "proxy/conn.h"
 
 namespace miproxy::proxy {
 namespace {
-
-uint64_t now_ms(uv_loop_t* loop) { return uv_now(loop); }
 
 // A TCP socket bound to |host|:|port| with SO_REUSEPORT so every worker can bind the same port
 // and the kernel spreads connections across them.
@@ -105,112 +105,6 @@ std::expected<std::vector<BoundListener>, std::string> bind_listeners(const conf
   return out;
 }
 
-// ---- UpstreamPool ----
-
-struct UpstreamPool::IdleConn : Transport::Handler {
-  UpstreamPool* pool;
-  std::string key;
-  Transport* transport;
-  uint64_t expires_ms;
-  void on_read(const char*, size_t) override { drop(); }  // unsolicited bytes: unusable
-  void on_eof() override { drop(); }
-  void on_error(int, const std::string&) override { drop(); }
-  void on_drain() override {}
-  void drop() {
-    transport->set_handler(nullptr);
-    pool->close_transport(transport);
-    pool->remove(this);  // deletes this
-  }
-};
-
-UpstreamPool::UpstreamPool(uv_loop_t* loop, std::atomic<uint64_t>* open_counter)
-    : loop_(loop), open_(open_counter) {
-  uv_timer_init(loop_, &sweep_);
-  sweep_.data = this;
-  uv_timer_start(&sweep_, &UpstreamPool::on_sweep, 1000, 1000);
-  uv_unref(reinterpret_cast<uv_handle_t*>(&sweep_));
-}
-
-UpstreamPool::~UpstreamPool() { close_all(); }
-
-Transport* UpstreamPool::checkout(const std::string& key) {
-  auto it = idle_.find(key);
-  if (it == idle_.end()) return nullptr;
-  auto& list = it->second;
-  while (!list.empty()) {
-    std::unique_ptr<IdleConn> c = std::move(list.back());
-    list.pop_back();
-    Transport* t = c->transport;
-    t->set_handler(nullptr);
-    if (!t->is_closing() && !t->stale()) return t;
-    if (!t->is_closing()) close_transport(t);
-  }
-  return nullptr;
-}
-
-void UpstreamPool::checkin(const std::string& key, Transport* t, double idle_timeout_s) {
-  auto c = std::make_unique<IdleConn>();
-  c->pool = this;
-  c->key = key;
-  c->transport = t;
-  c->expires_ms = now_ms(loop_) + static_cast<uint64_t>(idle_timeout_s * 1000);
-  t->set_handler(c.get());
-  t->read_start();
-  idle_[key].push_back(std::move(c));
-}
-
-void UpstreamPool::remove(IdleConn* conn) {
-  auto it = idle_.find(conn->key);
-  if (it == idle_.end()) return;
-  auto& list = it->second;
-  for (auto li = list.begin(); li != list.end(); ++li) {
-    if (li->get() == conn) {
-      list.erase(li);
-      return;
-    }
-  }
-}
-
-void UpstreamPool::on_sweep(uv_timer_t* timer) {
-  auto* pool = static_cast<UpstreamPool*>(timer->data);
-  uint64_t now = now_ms(pool->loop_);
-  for (auto& [key, list] : pool->idle_) {
-    for (auto li = list.begin(); li != list.end();) {
-      if ((*li)->expires_ms <= now) {
-        (*li)->transport->set_handler(nullptr);
-        pool->close_transport((*li)->transport);
-        li = list.erase(li);
-      } else {
-        ++li;
-      }
-    }
-  }
-}
-
-void UpstreamPool::close_all() {
-  for (auto& [key, list] : idle_) {
-    for (auto& c : list) {
-      c->transport->set_handler(nullptr);
-      close_transport(c->transport);
-    }
-  }
-  idle_.clear();
-  if (!uv_is_closing(reinterpret_cast<uv_handle_t*>(&sweep_))) {
-    uv_close(reinterpret_cast<uv_handle_t*>(&sweep_), nullptr);
-  }
-}
-
-void UpstreamPool::close_transport(Transport* t) {
-  open_->fetch_sub(1, std::memory_order_relaxed);
-  t->close();
-}
-
-size_t UpstreamPool::idle_count() const {
-  size_t n = 0;
-  for (const auto& [key, list] : idle_) n += list.size();
-  return n;
-}
-
 // ---- Worker ----
 
 Worker::Worker(Server& server, unsigned index) : server_(server), index_(index) {
@@ -221,6 +115,8 @@ Worker::Worker(Server& server, unsigned index) : server_(server), index_(index) 
   uv_check_init(&loop_, &reaper_);
   reaper_.data = this;
   uv_idle_init(&loop_, &kick_);
+  uv_timer_init(&loop_, &accept_timer_);
+  accept_timer_.data = this;
 }
 
 Worker::~Worker() {
@@ -236,7 +132,14 @@ void Worker::join() {
   if (thread_.joinable()) thread_.join();
 }
 
+void Worker::apply_limits() {
+  const auto& lim = snapshot_->config->limits;
+  pool_->set_max_hosts(lim.max_pool_hosts);
+  connector_->set_max_sessions(lim.max_tls_sessions);
+}
+
 void Worker::run() {
+  apply_limits();
   open_listeners();
   uv_run(&loop_, UV_RUN_DEFAULT);
   // Everything is closed: run once more so close callbacks complete, then tear down.
@@ -259,44 +162,139 @@ void Worker::open_listeners() {
     auto lh = std::make_unique<ListenHandle>();
     lh->worker = this;
     lh->bound = &b;
-    int rc = 0;
-    if (b.spec.kind == config::Listener::Kind::TCP) {
-      lh->is_tcp = true;
-      uv_tcp_init(&loop_, &lh->h.tcp);
-      int fd = b.fd;
-      if (index_ > 0) {
-        std::string error;
-        fd = bind_tcp(b.spec.host, b.port, &error);
-        if (fd < 0) {
-          log::error("worker listener bind failed", {{"worker", index_}, {"error", error}});
-          uv_close(reinterpret_cast<uv_handle_t*>(&lh->h.tcp), nullptr);
-          listen_handles_.push_back(std::move(lh));
-          continue;
-        }
+    lh->is_tcp = b.spec.kind == config::Listener::Kind::TCP;
+    int fd = b.fd;
+    if (lh->is_tcp && index_ > 0) {
+      std::string error;
+      fd = bind_tcp(b.spec.host, b.port, &error);
+      if (fd < 0) {
+        log::error("worker listener bind failed", {{"worker", index_}, {"error", error}});
+        listen_handles_.push_back(std::move(lh));
+        continue;
       }
-      rc = uv_tcp_open(&lh->h.tcp, fd);
-    } else {
-      lh->is_tcp = false;
-      uv_pipe_init(&loop_, &lh->h.pipe, 0);
-      rc = uv_pipe_open(&lh->h.pipe, index_ == 0 ? b.fd : ::dup(b.fd));
+    } else if (!lh->is_tcp && index_ > 0) {
+      fd = ::dup(b.fd);
     }
-    auto* stream = reinterpret_cast<uv_stream_t*>(&lh->h);
-    stream->data = lh.get();
-    if (rc == 0) rc = uv_listen(stream, 1024, &Worker::on_connection);
-    if (rc != 0) log::error("listen failed", {{"listener", b.display}, {"error", uv_strerror(rc)}});
+    int rc = fd < 0 ? UV_EMFILE : uv_poll_init_socket(&loop_, &lh->poll, fd);
+    if (rc != 0) {
+      log::error("listen failed", {{"listener", b.display}, {"error", uv_strerror(rc)}});
+      if (fd >= 0 && fd != b.fd) ::close(fd);
+      listen_handles_.push_back(std::move(lh));
+      continue;
+    }
+    lh->fd = fd;
+    lh->poll.data = lh.get();
+    uv_poll_start(&lh->poll, UV_READABLE, &Worker::on_listen_ready);
+    lh->polling = true;
     listen_handles_.push_back(std::move(lh));
   }
 }
 
-void Worker::on_connection(uv_stream_t* server, int status) {
-  auto* lh = static_cast<ListenHandle*>(server->data);
+void Worker::on_listen_ready(uv_poll_t* poll, int status, int) {
+  auto* lh = static_cast<ListenHandle*>(poll->data);
   Worker* w = lh->worker;
   if (status < 0 || w->draining_) return;
-  Transport* t = accept_plain(&w->loop_, server);
-  if (!t) return;
-  auto* conn = new ClientConn(*w, t, *lh->bound);
-  w->add_conn(conn);
-  conn->start();
+  // A bounded batch per wakeup keeps one busy listener from starving the loop; the poll is
+  // level-triggered, so whatever is left wakes it again.
+  for (int i = 0; i < 64; ++i) {
+    if (w->at_connection_limit()) {
+      w->pause_accepting(AcceptPause::CONNECTIONS, 0);
+      return;
+    }
+    int fd = ::accept4(lh->fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0) {
+      int err = errno;
+      if (err == EINTR || err == ECONNABORTED || err == EPROTO) continue;
+      if (err == EAGAIN || err == EWOULDBLOCK) {
+        w->accept_caught_up();
+        return;
+      }
+      if (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM) {
+        w->pause_accepting(AcceptPause::DESCRIPTORS, err);
+        return;
+      }
+      log::warn("accept failed", {{"listener", lh->bound->display}, {"error", std::strerror(err)}});
+      return;
+    }
+    Transport* t = adopt_plain(&w->loop_, fd, lh->is_tcp);
+    if (!t) continue;
+    auto* conn = new ClientConn(*w, t, *lh->bound);
+    w->add_conn(conn);
+    conn->start();
+  }
+}
+
+bool Worker::at_connection_limit() const {
+  uint64_t limit = snapshot_->config->limits.max_connections;
+  return server_.total(&WorkerStats::active_connections) >= limit;
+}
+
+void Worker::pause_accepting(AcceptPause why, int err) {
+  for (auto& lh : listen_handles_) {
+    if (lh->polling) {
+      uv_poll_stop(&lh->poll);
+      lh->polling = false;
+    }
+  }
+  accept_pause_ = why;
+  uint64_t delay = 100;
+  if (why == AcceptPause::DESCRIPTORS) {
+    count_limit_hit("file_descriptors");
+    fd_backoff_ms_ = fd_backoff_ms_ == 0 ? 100 : std::min<uint64_t>(fd_backoff_ms_ * 2, 1000);
+    delay = fd_backoff_ms_;
+    if (!in_fd_episode_) {
+      in_fd_episode_ = true;
+      if (server_.fd_episode_workers_.fetch_add(1) == 0) {
+        log::warn("out of file descriptors: not accepting connections until some close",
+                  {{"error", std::strerror(err)}, {"retry_ms", "100..1000"}});
+      }
+    }
+  } else {
+    count_limit_hit("max_connections");
+    if (!in_conn_episode_) {
+      in_conn_episode_ = true;
+      if (server_.conn_episode_workers_.fetch_add(1) == 0) {
+        log::warn("limits.max_connections reached: not accepting connections until some close",
+                  {{"max_connections", snapshot_->config->limits.max_connections}});
+      }
+    }
+  }
+  uv_timer_start(&accept_timer_, &Worker::on_accept_timer, delay, 0);
+}
+
+void Worker::on_accept_timer(uv_timer_t* timer) {
+  static_cast<Worker*>(timer->data)->resume_accepting();
+}
+
+void Worker::resume_accepting() {
+  if (draining_ || accept_pause_ == AcceptPause::NONE) return;
+  if (accept_pause_ == AcceptPause::CONNECTIONS) {
+    if (at_connection_limit()) {
+      uv_timer_start(&accept_timer_, &Worker::on_accept_timer, 100, 0);
+      return;
+    }
+    in_conn_episode_ = false;
+    if (server_.conn_episode_workers_.fetch_sub(1) == 1) {
+      log::info("accepting connections again", {{"reason", "below limits.max_connections"}});
+    }
+  }
+  accept_pause_ = AcceptPause::NONE;
+  uv_timer_stop(&accept_timer_);
+  for (auto& lh : listen_handles_) {
+    if (lh->fd >= 0 && !lh->polling && !uv_is_closing(reinterpret_cast<uv_handle_t*>(&lh->poll))) {
+      uv_poll_start(&lh->poll, UV_READABLE, &Worker::on_listen_ready);
+      lh->polling = true;
+    }
+  }
+}
+
+void Worker::accept_caught_up() {
+  fd_backoff_ms_ = 0;
+  if (!in_fd_episode_) return;
+  in_fd_episode_ = false;
+  if (server_.fd_episode_workers_.fetch_sub(1) == 1) {
+    log::info("accepting connections again", {{"reason", "file descriptors available"}});
+  }
 }
 
 void Worker::add_conn(ClientConn* conn) { conns_.push_back(conn); }
@@ -336,12 +334,14 @@ void Worker::on_reap(uv_check_t* check) {
   auto conns = std::move(w->graveyard_);
   w->graveyard_.clear();
   for (ClientConn* c : conns) delete c;
+  if (!conns.empty() && w->accept_pause_ == AcceptPause::CONNECTIONS) w->resume_accepting();
   w->maybe_finish();
 }
 
 void Worker::publish(std::shared_ptr<const Snapshot> snapshot) {
   executor_->post([this, snapshot = std::move(snapshot)]() mutable {
     snapshot_ = std::move(snapshot);
+    apply_limits();
   });
 }
 
@@ -367,9 +367,13 @@ void Worker::force_close() {
 }
 
 void Worker::close_listeners() {
+  uv_timer_stop(&accept_timer_);
   for (auto& lh : listen_handles_) {
-    auto* h = reinterpret_cast<uv_handle_t*>(&lh->h);
-    if (!uv_is_closing(h)) uv_close(h, nullptr);
+    if (lh->fd < 0) continue;
+    lh->polling = false;
+    uv_close(reinterpret_cast<uv_handle_t*>(&lh->poll), nullptr);  // stops watching now
+    ::close(lh->fd);
+    lh->fd = -1;
   }
 }
 
@@ -384,6 +388,7 @@ void Worker::maybe_finish() {
   if (!uv_is_closing(reinterpret_cast<uv_handle_t*>(&reaper_))) {
     uv_close(reinterpret_cast<uv_handle_t*>(&reaper_), nullptr);
     uv_close(reinterpret_cast<uv_handle_t*>(&kick_), nullptr);
+    uv_close(reinterpret_cast<uv_handle_t*>(&accept_timer_), nullptr);
   }
 }
 

@@ -1,6 +1,7 @@
 #pragma once
 // Internals of the data plane (not part of proxy/'s face; see server.h): the worker thread,
-// the downstream connection, the upstream exchange and the per-worker upstream pool.
+// the downstream connection and the upstream exchange (the per-worker upstream pool is in
+// upstream_pool.h).
 
 #include <llhttp.h>
 #include <uv.h>
@@ -18,6 +19,7 @@
 #include "proxy/server.h"
 #include "proxy/conn.h"
 #include "proxy/transport.h"
+#include "proxy/upstream_pool.h"
 
 namespace miproxy::proxy {
 
@@ -26,30 +28,6 @@ class Exchange;
 
 // Bytes queued towards a peer above which the other side stops reading (backpressure).
 inline constexpr size_t kHighWatermark = 256 * 1024;
-
-// Idle upstream connections of one worker, keyed by "host:port|ca_file". Newest first; an
-// idle connection that the server closes (or that sends anything) is dropped at once; a sweep
-// closes those idle longer than their route's idle timeout.
-class UpstreamPool {
- public:
-  UpstreamPool(uv_loop_t* loop, std::atomic<uint64_t>* open_counter);
-  ~UpstreamPool();
-  // A parked connection for |key|, or nullptr. The caller sets its handler and reads.
-  Transport* checkout(const std::string& key);
-  void checkin(const std::string& key, Transport* transport, double idle_timeout_s);
-  void close_all();
-  size_t idle_count() const;
-
- private:
-  struct IdleConn;
-  void remove(IdleConn* conn);
-  static void on_sweep(uv_timer_t* timer);
-  void close_transport(Transport* t);
-  uv_loop_t* loop_;
-  std::atomic<uint64_t>* open_;
-  uv_timer_t sweep_;
-  std::unordered_map<std::string, std::list<std::unique_ptr<IdleConn>>> idle_;
-};
 
 class Worker {
  public:
@@ -80,22 +58,31 @@ class Worker {
   void close_upstream(Transport* t);
 
  private:
+  // A listening socket watched with uv_poll (not uv_listen): miproxy runs accept4 itself so
+  // it can stop watching when it must not accept (max_connections, out of descriptors)
+  // instead of libuv retrying a failing accept in a loop.
   struct ListenHandle {
     Worker* worker;
     const BoundListener* bound;
-    union {
-      uv_tcp_t tcp;
-      uv_pipe_t pipe;
-    } h;
-    bool is_tcp;
+    uv_poll_t poll;
+    int fd = -1;
+    bool is_tcp = false;
+    bool polling = false;
   };
+  enum class AcceptPause { NONE, CONNECTIONS, DESCRIPTORS };
   void run();
+  void apply_limits();  // the snapshot's pool and session-cache bounds
   void open_listeners();
   void close_listeners();
   void maybe_finish();
   void schedule_reap();
   static void on_reap(uv_check_t* check);
-  static void on_connection(uv_stream_t* server, int status);
+  static void on_listen_ready(uv_poll_t* poll, int status, int events);
+  static void on_accept_timer(uv_timer_t* timer);
+  bool at_connection_limit() const;
+  void pause_accepting(AcceptPause why, int err);
+  void resume_accepting();
+  void accept_caught_up();
 
   Server& server_;
   unsigned index_;
@@ -111,6 +98,11 @@ class Worker {
   std::vector<std::unique_ptr<Exchange>> dead_exchanges_;
   uv_check_t reaper_;
   uv_idle_t kick_;
+  uv_timer_t accept_timer_;      // retries accepting while paused
+  AcceptPause accept_pause_ = AcceptPause::NONE;
+  uint64_t fd_backoff_ms_ = 0;   // 100 ms doubling to 1 s while descriptors stay exhausted
+  bool in_fd_episode_ = false;   // between the first EMFILE/ENFILE and catching up
+  bool in_conn_episode_ = false; // between reaching max_connections and accepting again
   WorkerStats stats_;
   bool draining_ = false;
   bool finished_ = false;

@@ -408,6 +408,30 @@ TEST_CASE("limits are positive numbers", "[config]") {
   CHECK(c->limits.max_replay_body == 0);
 }
 
+TEST_CASE("resource limits have safe defaults and are validated", "[config]") {
+  Json j = base();
+  auto d = parse_ok(j);
+  CHECK(d->limits.max_connections == 4096);
+  CHECK(d->limits.max_queued_response_bytes == 1024 * 1024);
+  CHECK(d->limits.max_pool_hosts == 256);
+  CHECK(d->limits.max_tls_sessions == 1024);
+  j["limits"] = {{"max_connections", 0}};
+  require_one_error(j, "limits.max_connections", "from 1");
+  j["limits"] = {{"max_queued_response_bytes", 100}};
+  require_one_error(j, "limits.max_queued_response_bytes", "from 1024");
+  j["limits"] = {{"max_pool_hosts", 0}};
+  require_one_error(j, "limits.max_pool_hosts", "from 1");
+  j["limits"] = {{"max_tls_sessions", 0}};
+  require_one_error(j, "limits.max_tls_sessions", "from 1");
+  j["limits"] = {{"max_connections", 10}, {"max_queued_response_bytes", 65536},
+                 {"max_pool_hosts", 2}, {"max_tls_sessions", 3}};
+  auto c = parse_ok(j);
+  CHECK(c->limits.max_connections == 10);
+  CHECK(c->limits.max_queued_response_bytes == 65536);
+  CHECK(c->limits.max_pool_hosts == 2);
+  CHECK(c->limits.max_tls_sessions == 3);
+}
+
 // ---------------------------------------------------------------- identities
 
 TEST_CASE("identity type is required and must be known", "[config]") {
