@@ -60,6 +60,8 @@ struct Limits {
   double header_timeout = 30;     // seconds to receive a whole request head
   double idle_timeout = 60;       // seconds a keep-alive client connection may sit idle
   uint32_t max_replay_body = 1024 * 1024;  // body bytes held for a replay (scope: auto, CAE)
+  // Status line + header fields of an upstream response; larger heads answer 502.
+  uint32_t max_response_header_bytes = 64 * 1024;
 };
 
 struct Identity {
