@@ -69,6 +69,8 @@ struct Limits {
   uint32_t max_queued_response_bytes = 1024 * 1024;  // per client: stop parsing pipelined requests above
   uint32_t max_pool_hosts = 256;           // per worker: upstream hosts with idle pooled connections
   uint32_t max_tls_sessions = 1024;        // per worker: upstream peers with a cached TLS session
+  // Status line + header fields of an upstream response; larger heads answer 502.
+  uint32_t max_response_header_bytes = 64 * 1024;
 };
 
 struct Identity {

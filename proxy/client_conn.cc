@@ -245,6 +245,14 @@ void ClientConn::resume_parsing() {
   update_reading();
 }
 
+void ClientConn::pause_parsing() {
+  if (closed_ || parse_paused_) return;
+  // Called from upstream callbacks, never inside execute(): from here bytes wait in pending_.
+  parse_paused_ = true;
+  llhttp_pause(&parser_);
+  update_reading();
+}
+
 void ClientConn::set_body_backpressure(bool paused) {
   body_paused_ = paused;
   update_reading();
@@ -255,6 +263,13 @@ void ClientConn::on_eof() {
   update_reading();
   if (parse_paused_ && !pending_.empty()) {
     // Bytes of this (or a pipelined) request are still unparsed: finish them first.
+    close_after_response_ = true;
+    return;
+  }
+  if (ex_ && !request_complete_ && parse_paused_ && !has_request_body()) {
+    // A bodiless request paused in on_headers_complete (waiting for a token or a fresh
+    // connection) is complete: only its on_message_complete is still owed. Answer it, then
+    // close (shutdown(SHUT_WR) right after the request).
     close_after_response_ = true;
     return;
   }

@@ -49,6 +49,7 @@ class ClientConn : public Transport::Handler {
 
   // Called by the Exchange.
   Transport* transport() { return transport_; }
+  void pause_parsing();              // no request byte is consumed until resume_parsing()
   void resume_parsing();             // head sent upstream: let body bytes flow
   void set_body_backpressure(bool paused);
   void exchange_done(bool reusable);  // response fully written to the transport
@@ -206,6 +207,7 @@ class Exchange : public Transport::Handler {
   void flush_head();
   void start_response_timer();
   void stop_response_timer();
+  int count_head_bytes(size_t len);
 
   ClientConn& client_;
   Params p_;
@@ -241,6 +243,7 @@ class Exchange : public Transport::Handler {
   bool failed_ = false;
   int status_ = 0;
   uint64_t bytes_out_ = 0;
+  size_t response_head_bytes_ = 0;  // status line + header fields of the current response
   llhttp_t rparser_;
   // Response buffers live in the ClientConn and are reused by each of its exchanges, so a
   // steady stream of requests does not allocate them anew.

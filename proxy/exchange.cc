@@ -3,6 +3,7 @@
 #include "auth/challenge.h"
 #include "base/log.h"
 #include "proxy/conn.h"
+#include "proxy/metrics.h"
 #include "proxy/worker.h"
 
 namespace miproxy::proxy {
@@ -29,6 +30,11 @@ const llhttp_settings_t kResponseSettings = [] {
 }();
 
 constexpr std::string_view kCrlf = "\r\n";
+
+bool is_idempotent(std::string_view method) {
+  return method == "GET" || method == "HEAD" || method == "OPTIONS" || method == "TRACE" ||
+         method == "PUT" || method == "DELETE";
+}
 
 uv_buf_t buf_of(std::string_view s) {
   return uv_buf_init(const_cast<char*>(s.data()), static_cast<unsigned>(s.size()));
@@ -285,6 +291,7 @@ void Exchange::on_response_timeout() {
   response_timer_ = false;
   if (ex->response_done_) return;
   if (!ex->response_head_sent_) {
+    if (ex->response_started_) count_limit_hit("response_head_timeout");
     ex->release_upstream(false);
     ex->fail(Error::UPSTREAM_TIMEOUT,
              "no response from " + ex->p_.upstream.authority() + " within " +
@@ -320,14 +327,21 @@ void Exchange::release_upstream(bool reusable) {
 
 void Exchange::upstream_broken(const std::string& what) {
   if (failed_ || response_done_) return;
-  bool can_retry = reused_ && !retried_ && !response_started_ && !body_bytes_sent_;
+  // Replay only what can be replayed whole: no body byte read from the app yet, and a method
+  // that is idempotent (RFC 9110 §9.2.2), so a request the server may have acted on is never
+  // sent twice. Anything else fails visibly.
+  bool can_retry = reused_ && !retried_ && !response_started_ && !body_bytes_sent_ &&
+                   is_idempotent(p_.method);
   release_upstream(false);
   if (can_retry) {
-    // A pooled connection the server had closed: replay the head once on a fresh one.
+    // A pooled connection the server had closed: replay the head once on a fresh one. Until
+    // the new head is out the client's parser stays paused, so no body byte is read (and
+    // dropped) while there is no upstream to take it.
     retried_ = true;
     head_sent_ = false;
+    if (!request_done_) client_.pause_parsing();
     acquire_upstream();
-    try_send_head();
+    if (try_send_head()) client_.resume_parsing();
     return;
   }
   if (response_head_sent_) {
@@ -344,8 +358,9 @@ void Exchange::on_read(const char* data, size_t len) {
     response_started_ = true;
     response_at_ = SteadyClock::now();
   }
-  if (response_timer_ && !response_done_) {
-    // The response timeout also bounds the gap between upstream reads.
+  if (response_timer_ && !response_done_ && response_head_sent_) {
+    // Once the head is complete, the response timeout bounds the gap between body reads. The
+    // head itself has one deadline from the request's end: a trickling head is not re-armed.
     client_.arm_response_timer(route().timeouts.response);
   }
   llhttp_errno_t err = llhttp_execute(&rparser_, data, len);
@@ -406,22 +421,36 @@ void Exchange::on_error(int code, const std::string& what) { upstream_broken(wha
 int Exchange::on_message_begin() {
   rheaders_.clear();
   reason_.clear();
+  response_head_bytes_ = 0;
   return 0;
 }
 
+int Exchange::count_head_bytes(size_t len) {
+  // Status line and header fields together, before they are stored: a huge status line or
+  // head never grows memory past the limit.
+  response_head_bytes_ += len;
+  if (response_head_bytes_ <= p_.snapshot->config->limits.max_response_header_bytes) return 0;
+  count_limit_hit("max_response_header_bytes");
+  llhttp_set_error_reason(&rparser_, "response head exceeds limits.max_response_header_bytes");
+  return HPE_USER;
+}
+
 int Exchange::on_status(const char* at, size_t len) {
+  if (int rc = count_head_bytes(len)) return rc;
   reason_.append(at, len);
   return 0;
 }
 
 int Exchange::on_header_field(const char* at, size_t len) {
+  if (int rc = count_head_bytes(len)) return rc;
   rheaders_.append_name(at, len);
-  return rheaders_.bytes() > 256 * 1024 ? -1 : 0;
+  return 0;
 }
 
 int Exchange::on_header_value(const char* at, size_t len) {
+  if (int rc = count_head_bytes(len)) return rc;
   rheaders_.append_value(at, len);
-  return rheaders_.bytes() > 256 * 1024 ? -1 : 0;
+  return 0;
 }
 
 int Exchange::on_header_value_complete() {

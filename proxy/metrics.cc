@@ -111,6 +111,21 @@ void RouteMetrics::observe(std::string_view method, int status, double seconds,
   if (upstream_seconds > 0) upstream_duration->observe(upstream_seconds);
 }
 
+namespace {
+
+// Limits that count their hits. Process-wide atomics (hit on worker threads, read at scrape).
+constexpr std::array<std::string_view, 2> kCountedLimits = {"max_response_header_bytes",
+                                                            "response_head_timeout"};
+std::array<std::atomic<uint64_t>, kCountedLimits.size()> g_limit_hits{};
+
+}  // namespace
+
+void count_limit_hit(std::string_view limit) {
+  for (size_t i = 0; i < kCountedLimits.size(); ++i) {
+    if (kCountedLimits[i] == limit) g_limit_hits[i].fetch_add(1, std::memory_order_relaxed);
+  }
+}
+
 Metrics::Metrics()
     : registry_(std::make_shared<prometheus::Registry>()),
       requests_(prometheus::BuildCounter()
@@ -160,7 +175,12 @@ Metrics::Metrics()
                            .Name("miproxy_downstream_connections_open")
                            .Help("Client connections open now.")
                            .Register(*registry_)
-                           .Add({})) {
+                           .Add({})),
+      limit_hits_(prometheus::BuildCounter()
+                      .Name("miproxy_limit_hits_total")
+                      .Help("Times a configured limit was hit, by limits key.")
+                      .Register(*registry_)) {
+  for (std::string_view l : kCountedLimits) limit_hits_.Add({{"limit", std::string(l)}});
   reloads_.Add({{"result", "success"}});
   reloads_.Add({{"result", "failure"}});
   // The limits miproxy enforces show up at 0 before the first hit.
@@ -233,6 +253,18 @@ void Metrics::set_worker_totals(uint64_t connects, uint64_t reused, uint64_t ups
 }
 
 std::string Metrics::serialize() {
+  {
+    std::lock_guard lock(mu_);
+    for (size_t i = 0; i < kCountedLimits.size(); ++i) {
+      std::string name(kCountedLimits[i]);
+      uint64_t now = g_limit_hits[i].load(std::memory_order_relaxed);
+      uint64_t& seen = seen_limit_hits_[name];
+      if (now > seen) {
+        limit_hits_.Add({{"limit", name}}).Increment(static_cast<double>(now - seen));
+        seen = now;
+      }
+    }
+  }
   std::ostringstream out;
   auto families = registry_->Collect();
   families.push_back(duration_.collect());

@@ -76,6 +76,10 @@ struct RouteMetrics {
   void observe(std::string_view method, int status, double seconds, double upstream_seconds) const;
 };
 
+// Any thread: a configured limit was hit (miproxy_limit_hits_total{limit="<key>"}). |limit|
+// is the limits key, e.g. "max_response_header_bytes".
+void count_limit_hit(std::string_view limit);
+
 class Metrics {
  public:
   Metrics();
@@ -112,6 +116,8 @@ class Metrics {
   prometheus::Counter& upstream_reused_;
   prometheus::Gauge& upstream_open_;
   prometheus::Gauge& downstream_open_;
+  prometheus::Family<prometheus::Counter>& limit_hits_;
+  std::map<std::string, uint64_t> seen_limit_hits_;
   std::mutex mu_;
   std::map<std::string, std::shared_ptr<const RouteMetrics>> routes_;
   prometheus::Family<prometheus::Counter>* limit_hits_ = nullptr;  // under mu_, on first use
