@@ -145,8 +145,7 @@ class ControlPlane {
       if (r.scope != "auto") {
         rt.slot = tokens_->slot(c->identities.at(r.identity), r.scope);
       } else {
-        rt.learned = std::make_shared<proxy::LearnedScope>(
-            c->limits.max_learned_scopes, metrics_.limit_hit("max_learned_scopes"));
+        rt.learned = std::make_shared<proxy::LearnedScope>(c->limits.max_learned_scopes);
       }
       rt.metrics = metrics_.route(r.name);
       snap->routes.push_back(std::move(rt));

@@ -1,12 +1,11 @@
 #include "proxy/learned_scope.h"
 
-#include <prometheus/counter.h>
+#include "proxy/metrics.h"
 
 namespace miproxy::proxy {
 
-LearnedScope::LearnedScope(size_t limit, prometheus::Counter* evictions)
+LearnedScope::LearnedScope(size_t limit)
     : limit_(limit < 1 ? 1 : limit),
-      evictions_(evictions),
       map_(std::make_shared<const Map>()) {}
 
 int64_t LearnedScope::now_ms() {
@@ -42,7 +41,7 @@ void LearnedScope::store(const std::string& host, std::shared_ptr<auth::TokenSlo
       }
     }
     next->erase(lru);
-    if (evictions_) evictions_->Increment();
+    count_limit_hit("max_learned_scopes");
   }
   auto entry = std::make_shared<Entry>();
   entry->slot = std::move(slot);

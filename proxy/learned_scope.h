@@ -15,16 +15,13 @@
 
 #include "auth/token.h"
 
-namespace prometheus {
-class Counter;
-}
-
 namespace miproxy::proxy {
 
 class LearnedScope {
  public:
-  // |evictions| (may be null) counts hosts forgotten to stay within |limit| (at least 1).
-  explicit LearnedScope(size_t limit = 1024, prometheus::Counter* evictions = nullptr);
+  // Hosts forgotten to stay within |limit| (at least 1) count in
+  // miproxy_limit_hits_total{limit="max_learned_scopes"}.
+  explicit LearnedScope(size_t limit = 1024);
 
   // Any thread: the slot learned for |host| (an upstream authority), or null.
   std::shared_ptr<auth::TokenSlot> find(std::string_view host) const;
@@ -42,7 +39,6 @@ class LearnedScope {
   static int64_t now_ms();
 
   size_t limit_;
-  prometheus::Counter* evictions_;
   std::atomic<std::shared_ptr<const Map>> map_;
   std::mutex store_mu_;  // serialises store(); find() never takes it
 };

@@ -111,21 +111,6 @@ void RouteMetrics::observe(std::string_view method, int status, double seconds,
   if (upstream_seconds > 0) upstream_duration->observe(upstream_seconds);
 }
 
-namespace {
-
-// Limits that count their hits. Process-wide atomics (hit on worker threads, read at scrape).
-constexpr std::array<std::string_view, 2> kCountedLimits = {"max_response_header_bytes",
-                                                            "response_head_timeout"};
-std::array<std::atomic<uint64_t>, kCountedLimits.size()> g_limit_hits{};
-
-}  // namespace
-
-void count_limit_hit(std::string_view limit) {
-  for (size_t i = 0; i < kCountedLimits.size(); ++i) {
-    if (kCountedLimits[i] == limit) g_limit_hits[i].fetch_add(1, std::memory_order_relaxed);
-  }
-}
-
 Metrics::Metrics()
     : registry_(std::make_shared<prometheus::Registry>()),
       requests_(prometheus::BuildCounter()
@@ -175,30 +160,15 @@ Metrics::Metrics()
                            .Name("miproxy_downstream_connections_open")
                            .Help("Client connections open now.")
                            .Register(*registry_)
-                           .Add({})),
-      limit_hits_(prometheus::BuildCounter()
-                      .Name("miproxy_limit_hits_total")
-                      .Help("Times a configured limit was hit, by limits key.")
-                      .Register(*registry_)) {
-  for (std::string_view l : kCountedLimits) limit_hits_.Add({{"limit", std::string(l)}});
+                           .Add({})) {
   reloads_.Add({{"result", "success"}});
   reloads_.Add({{"result", "failure"}});
   // The limits miproxy enforces show up at 0 before the first hit.
   for (std::string_view l : {"max_connections", "file_descriptors", "max_queued_response_bytes",
-                             "max_pool_hosts", "max_tls_sessions"}) {
+                             "max_pool_hosts", "max_tls_sessions", "max_learned_scopes",
+                             "max_response_header_bytes", "response_head_timeout"}) {
     limit_hits(l);
   }
-}
-
-prometheus::Counter* Metrics::limit_hit(const std::string& limit) {
-  std::lock_guard lock(mu_);
-  if (!limit_hits_) {
-    limit_hits_ = &prometheus::BuildCounter()
-                       .Name("miproxy_limit_hits_total")
-                       .Help("Times a bound of the config's \"limits\" was reached, by limit.")
-                       .Register(*registry_);
-  }
-  return &limit_hits_->Add({{"limit", limit}});
 }
 
 std::shared_ptr<const RouteMetrics> Metrics::route(const std::string& name) {
@@ -253,18 +223,6 @@ void Metrics::set_worker_totals(uint64_t connects, uint64_t reused, uint64_t ups
 }
 
 std::string Metrics::serialize() {
-  {
-    std::lock_guard lock(mu_);
-    for (size_t i = 0; i < kCountedLimits.size(); ++i) {
-      std::string name(kCountedLimits[i]);
-      uint64_t now = g_limit_hits[i].load(std::memory_order_relaxed);
-      uint64_t& seen = seen_limit_hits_[name];
-      if (now > seen) {
-        limit_hits_.Add({{"limit", name}}).Increment(static_cast<double>(now - seen));
-        seen = now;
-      }
-    }
-  }
   std::ostringstream out;
   auto families = registry_->Collect();
   families.push_back(duration_.collect());

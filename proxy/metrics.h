@@ -76,10 +76,6 @@ struct RouteMetrics {
   void observe(std::string_view method, int status, double seconds, double upstream_seconds) const;
 };
 
-// Any thread: a configured limit was hit (miproxy_limit_hits_total{limit="<key>"}). |limit|
-// is the limits key, e.g. "max_response_header_bytes".
-void count_limit_hit(std::string_view limit);
-
 class Metrics {
  public:
   Metrics();
@@ -92,9 +88,6 @@ class Metrics {
                          double seconds);
   void token_expiry(const std::string& identity, const std::string& scope, double seconds);
   void config_reload(bool ok);
-  // miproxy_limit_hits_total{limit=|limit|}: a bound of config "limits" was reached. Any
-  // thread; the counter lives as long as this object (Increment() is lock-free).
-  prometheus::Counter* limit_hit(const std::string& limit);
   // Sets the totals that workers keep (monotonic counters and gauges) just before a scrape.
   void set_worker_totals(uint64_t upstream_connects, uint64_t upstream_reused,
                          uint64_t upstream_open, uint64_t downstream_open);
@@ -116,11 +109,8 @@ class Metrics {
   prometheus::Counter& upstream_reused_;
   prometheus::Gauge& upstream_open_;
   prometheus::Gauge& downstream_open_;
-  prometheus::Family<prometheus::Counter>& limit_hits_;
-  std::map<std::string, uint64_t> seen_limit_hits_;
   std::mutex mu_;
   std::map<std::string, std::shared_ptr<const RouteMetrics>> routes_;
-  prometheus::Family<prometheus::Counter>* limit_hits_ = nullptr;  // under mu_, on first use
   uint64_t seen_connects_ = 0;
   uint64_t seen_reused_ = 0;
 };
