@@ -295,7 +295,9 @@ std::expected<SecretString, std::string> make_client_assertion(const ClientCerti
   payload["iat"] = now;
   payload["exp"] = now + 600;
   std::string signing_input =
-      base64url_encode(header.dump()) + "." + base64url_encode(payload.dump());
+      base64url_encode(header.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)) +
+      "." +
+      base64url_encode(payload.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
 
   ERR_clear_error();
   std::unique_ptr<EVP_MD_CTX, MdCtxDeleter> ctx(EVP_MD_CTX_new());

@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <cstring>
 
+#include "base/guard.h"
+
 namespace miproxy::auth {
 
 // One child process. Four handles (process, stdout pipe, stderr pipe, timer); the job is deleted
@@ -71,7 +73,7 @@ struct UvProcessRunner::Job {
         ProcessResult result = std::move(job->result);
         delete job;
         if (done) {
-          done(std::move(result));
+          guard::run("process: result", [&] { done(std::move(result)); });
         }
       }
     };
@@ -105,7 +107,10 @@ struct UvProcessRunner::Job {
     if (nread > 0) {
       std::string& sink = is_out ? job->result.out : job->result.err;
       size_t room = kProcessOutputLimit - std::min(sink.size(), kProcessOutputLimit);
-      sink.append(buf->base, std::min(static_cast<size_t>(nread), room));
+      // Out of memory loses output (the parse then fails), never the process.
+      guard::run("process: output", [&] {
+        sink.append(buf->base, std::min(static_cast<size_t>(nread), room));
+      });
       return;
     }
     if (nread < 0) {  // UV_EOF or a read error: either way this pipe is done

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "base/guard.h"
+
 namespace miproxy::auth {
 
 struct UvScheduler::Timer {
@@ -72,7 +74,7 @@ void UvScheduler::on_timer(uv_timer_t* handle) {
     owner->release(timer);
   }
   if (cb) {
-    cb();
+    guard::run("token timer", cb);  // a throw is logged; the loop goes on
   }
 }
 

@@ -4,6 +4,8 @@
 #include <mutex>
 #include <utility>
 
+#include "base/guard.h"
+
 namespace miproxy {
 
 // Lives apart from the UvExecutor so the uv_async_t can outlive it until its close callback.
@@ -28,8 +30,12 @@ struct UvExecutor::State {
       if (state->closed) {
         break;
       }
-      task();
-      task = nullptr;  // destroy captures before the next task runs
+      // One task's throw (logged) must neither end the process nor drop the tasks after it.
+      guard::run("posted task", [&] {
+        task();
+        task = nullptr;  // destroy captures before the next task runs
+      });
+      task = nullptr;
     }
   }
 };

@@ -19,6 +19,7 @@
 #include "auth/source.h"
 #include "auth/token_manager.h"
 #include "auth/uv_executor.h"
+#include "base/guard.h"
 #include "base/log.h"
 #include "config/config.h"
 #include "proxy/admin.h"
@@ -176,7 +177,9 @@ class ControlPlane {
     bool ready = !stopping_ && tokens_->ready();
     nlohmann::json body = {{"ready", ready}, {"identities", slots}};
     if (stopping_) body["reason"] = "draining";
-    return {ready, body.dump()};
+    // The slots' last_error carries a token endpoint's words: whatever bytes they are, the
+    // answer is valid JSON (invalid UTF-8 becomes U+FFFD; control bytes are escaped).
+    return {ready, body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)};
   }
 
   std::string scrape() {
@@ -197,7 +200,7 @@ class ControlPlane {
     uv_signal_init(&loop_, h);
     h->data = this;
     uv_signal_start(h, [](uv_signal_t* s, int num) {
-      static_cast<ControlPlane*>(s->data)->on_signal(num);
+      guard::run("signal", [&] { static_cast<ControlPlane*>(s->data)->on_signal(num); });
     }, signum);
   }
 
@@ -219,8 +222,10 @@ class ControlPlane {
     grace_.data = this;
     uv_timer_start(&grace_, [](uv_timer_t* t) {
       auto* self = static_cast<ControlPlane*>(t->data);
-      log::warn("shutdown grace period over: closing remaining connections", {});
-      self->server_->force_close();
+      guard::run("shutdown grace timer", [self] {
+        log::warn("shutdown grace period over: closing remaining connections", {});
+        self->server_->force_close();
+      });
     }, static_cast<uint64_t>(config_->shutdown_grace * 1000), 0);
   }
 

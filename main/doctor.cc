@@ -148,7 +148,10 @@ class Doctor {
       }
     }
     if (json_) {
-      std::printf("%s\n", json{{"pass", all}, {"routes", out}}.dump(2).c_str());
+      // Claims, challenges and endpoint error text carry outside bytes: never a throwing dump.
+      std::printf("%s\n", json{{"pass", all}, {"routes", out}}
+                               .dump(2, ' ', false, json::error_handler_t::replace)
+                               .c_str());
     } else {
       std::printf("%s\n", all ? "doctor: all routes pass" : "doctor: some routes FAIL");
     }
@@ -157,20 +160,23 @@ class Doctor {
 
  private:
   void print(const RouteReport& r) {
-    std::printf("route %s: %s\n", r.route.c_str(), r.pass() ? "PASS" : "FAIL");
-    std::printf("  identity   %s (%s)\n", r.identity.c_str(), r.identity_type.c_str());
-    std::printf("  scope      %s\n", r.scope.c_str());
+    auto p = [](const std::string& s) { return terminal_safe(s); };
+    std::printf("route %s: %s\n", p(r.route).c_str(), r.pass() ? "PASS" : "FAIL");
+    std::printf("  identity   %s (%s)\n", p(r.identity).c_str(), p(r.identity_type).c_str());
+    std::printf("  scope      %s\n", p(r.scope).c_str());
     for (auto it = r.evidence.begin(); it != r.evidence.end(); ++it) {
-      std::string v = it.value().is_string() ? it.value().get<std::string>() : it.value().dump();
-      std::printf("  %-10s %s\n", it.key().c_str(), v.c_str());
+      std::string v = it.value().is_string()
+                          ? it.value().get<std::string>()
+                          : it.value().dump(-1, ' ', false, json::error_handler_t::replace);
+      std::printf("  %-10s %s\n", p(it.key()).c_str(), p(v).c_str());
     }
     if (r.probe_skipped) {
-      std::printf("  probe      skipped: %s\n", r.probe.value("reason", "").c_str());
+      std::printf("  probe      skipped: %s\n", p(r.probe.value("reason", "")).c_str());
     } else if (!r.probe.empty()) {
-      std::printf("  probe      %s %s -> %s\n", r.probe.value("method", "").c_str(),
-                  r.probe.value("url", "").c_str(), r.probe.value("result", "").c_str());
+      std::printf("  probe      %s %s -> %s\n", p(r.probe.value("method", "")).c_str(),
+                  p(r.probe.value("url", "")).c_str(), p(r.probe.value("result", "")).c_str());
     }
-    for (const auto& p : r.problems) std::printf("  problem    %s\n", p.c_str());
+    for (const auto& problem : r.problems) std::printf("  problem    %s\n", p(problem).c_str());
     std::printf("\n");
   }
 
@@ -479,6 +485,62 @@ class Doctor {
 };
 
 }  // namespace
+
+// Doctor prints what endpoints, upstreams and unverified token claims said. On a terminal, raw
+// control bytes could move the cursor or retitle the window, and invalid UTF-8 garbles the
+// line: control characters (C0, DEL and C1) are shown as \xNN and every byte that is not part of
+// valid UTF-8 as U+FFFD, the same replacement the --json output makes.
+std::string terminal_safe(std::string_view in) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out;
+  out.reserve(in.size());
+  auto escape = [&](unsigned char c) {
+    out.append("\\x");
+    out.push_back(kHex[c >> 4]);
+    out.push_back(kHex[c & 15]);
+  };
+  size_t i = 0;
+  while (i < in.size()) {
+    auto c = static_cast<unsigned char>(in[i]);
+    if (c < 0x80) {
+      if (c < 0x20 || c == 0x7f) {
+        escape(c);
+      } else {
+        out.push_back(static_cast<char>(c));
+      }
+      ++i;
+      continue;
+    }
+    // The length of the sequence |c| starts and its leading bits (RFC 3629).
+    size_t len = c >= 0xc2 && c <= 0xdf   ? 2
+                 : c >= 0xe0 && c <= 0xef ? 3
+                 : c >= 0xf0 && c <= 0xf4 ? 4
+                                          : 0;
+    uint32_t cp = len == 2 ? c & 0x1f : len == 3 ? c & 0x0f : c & 0x07;
+    bool ok = len != 0 && i + len <= in.size();
+    for (size_t k = 1; ok && k < len; ++k) {
+      auto cc = static_cast<unsigned char>(in[i + k]);
+      ok = (cc & 0xc0) == 0x80;
+      cp = (cp << 6) | (cc & 0x3f);
+    }
+    if (ok) {
+      ok = !(len == 3 && cp < 0x800) && !(len == 4 && (cp < 0x10000 || cp > 0x10ffff)) &&
+           !(cp >= 0xd800 && cp <= 0xdfff);
+    }
+    if (!ok) {
+      out.append("\xef\xbf\xbd");  // U+FFFD for this one byte; resynchronise after it
+      ++i;
+      continue;
+    }
+    if (cp >= 0x80 && cp <= 0x9f) {
+      escape(static_cast<unsigned char>(cp));  // C1 controls (0x9b is a CSI on some terminals)
+    } else {
+      out.append(in.substr(i, len));
+    }
+    i += len;
+  }
+  return out;
+}
 
 int run_doctor(const std::string& config_path, const std::string& route, bool json_out) {
   auto loaded = config::load_file(config_path);

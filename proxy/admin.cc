@@ -5,6 +5,7 @@
 #include <cstring>
 #include <string_view>
 
+#include "base/guard.h"
 #include "base/log.h"
 #include "proxy/admission.h"
 #include "proxy/http1.h"
@@ -89,7 +90,13 @@ class AdminServer::Conn : public Transport::Handler {
   static int on_complete(llhttp_t* p) {
     auto* c = static_cast<Conn*>(p->data);
     if (c->closed_) return HPE_PAUSED;
-    c->handle(llhttp_get_method(p), llhttp_should_keep_alive(p));
+    bool keep_alive = llhttp_should_keep_alive(p);
+    if (!guard::run("admin: request", [&] { c->handle(llhttp_get_method(p), keep_alive); })) {
+      // Logged by the guard; the caller gets an answer and the admin listener keeps serving.
+      if (!c->closed_ && !c->close_after_write_) {
+        c->respond(500, "text/plain", "internal error\n", false);
+      }
+    }
     return c->closed_ || c->close_after_write_ ? HPE_PAUSED : 0;
   }
 
@@ -154,12 +161,26 @@ class AdminServer::Conn : public Transport::Handler {
 const llhttp_settings_t AdminServer::Conn::kSettings = [] {
   llhttp_settings_t s;
   llhttp_settings_init(&s);
-  s.on_message_begin = &Conn::on_begin;
-  s.on_url = &Conn::on_url;
-  s.on_header_field = &Conn::on_header_field;
-  s.on_header_value = &Conn::on_header_value;
-  s.on_header_value_complete = &Conn::on_header_value_complete;
-  s.on_message_complete = &Conn::on_complete;
+  // Through base/guard.h: a throw ends the parse with an error (answered 400), never the process.
+  s.on_message_begin = [](llhttp_t* p) {
+    return guard::parser_call("admin: message begin", [&] { return Conn::on_begin(p); });
+  };
+  s.on_url = [](llhttp_t* p, const char* at, size_t n) {
+    return guard::parser_call("admin: url", [&] { return Conn::on_url(p, at, n); });
+  };
+  s.on_header_field = [](llhttp_t* p, const char* at, size_t n) {
+    return guard::parser_call("admin: header field", [&] { return Conn::on_header_field(p, at, n); });
+  };
+  s.on_header_value = [](llhttp_t* p, const char* at, size_t n) {
+    return guard::parser_call("admin: header value", [&] { return Conn::on_header_value(p, at, n); });
+  };
+  s.on_header_value_complete = [](llhttp_t* p) {
+    return guard::parser_call("admin: header value complete",
+                              [&] { return Conn::on_header_value_complete(p); });
+  };
+  s.on_message_complete = [](llhttp_t* p) {
+    return guard::parser_call("admin: message complete", [&] { return Conn::on_complete(p); });
+  };
   return s;
 }();
 
@@ -198,9 +219,11 @@ std::expected<std::string, std::string> AdminServer::listen(const std::string& h
 void AdminServer::on_connection(uv_stream_t* server, int status) {
   auto* self = static_cast<AdminServer*>(server->data);
   if (status < 0) return;
-  Transport* t = accept_plain(self->loop_, server);
-  if (!t) return;
-  self->conns_.push_back(new Conn(*self, t));
+  guard::run("admin: accept", [&] {
+    Transport* t = accept_plain(self->loop_, server);
+    if (!t) return;
+    self->conns_.push_back(new Conn(*self, t));
+  });
 }
 
 void AdminServer::close() {

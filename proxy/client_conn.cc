@@ -2,6 +2,7 @@
 
 #include <cstring>
 
+#include "base/guard.h"
 #include "base/json_line.h"
 #include "base/log.h"
 #include "proxy/admission.h"
@@ -15,21 +16,40 @@ namespace {
 
 ClientConn* self(llhttp_t* p) { return static_cast<ClientConn*>(p->data); }
 
+// Every callback runs through base/guard.h: a throw ends the parse with an error for this
+// connection (llhttp_execute returns it), never the process.
 const llhttp_settings_t kRequestSettings = [] {
   llhttp_settings_t s;
   llhttp_settings_init(&s);
-  s.on_message_begin = [](llhttp_t* p) { return self(p)->on_message_begin(); };
-  s.on_url = [](llhttp_t* p, const char* at, size_t n) { return self(p)->on_url(at, n); };
+  s.on_message_begin = [](llhttp_t* p) {
+    return guard::parser_call("client: message begin", [&] { return self(p)->on_message_begin(); });
+  };
+  s.on_url = [](llhttp_t* p, const char* at, size_t n) {
+    return guard::parser_call("client: url", [&] { return self(p)->on_url(at, n); });
+  };
   s.on_header_field = [](llhttp_t* p, const char* at, size_t n) {
-    return self(p)->on_header_field(at, n);
+    return guard::parser_call("client: header field",
+                              [&] { return self(p)->on_header_field(at, n); });
   };
   s.on_header_value = [](llhttp_t* p, const char* at, size_t n) {
-    return self(p)->on_header_value(at, n);
+    return guard::parser_call("client: header value",
+                              [&] { return self(p)->on_header_value(at, n); });
   };
-  s.on_header_value_complete = [](llhttp_t* p) { return self(p)->on_header_value_complete(); };
-  s.on_headers_complete = [](llhttp_t* p) { return self(p)->on_headers_complete(); };
-  s.on_body = [](llhttp_t* p, const char* at, size_t n) { return self(p)->on_body(at, n); };
-  s.on_message_complete = [](llhttp_t* p) { return self(p)->on_message_complete(); };
+  s.on_header_value_complete = [](llhttp_t* p) {
+    return guard::parser_call("client: header value complete",
+                              [&] { return self(p)->on_header_value_complete(); });
+  };
+  s.on_headers_complete = [](llhttp_t* p) {
+    return guard::parser_call("client: headers complete",
+                              [&] { return self(p)->on_headers_complete(); });
+  };
+  s.on_body = [](llhttp_t* p, const char* at, size_t n) {
+    return guard::parser_call("client: body", [&] { return self(p)->on_body(at, n); });
+  };
+  s.on_message_complete = [](llhttp_t* p) {
+    return guard::parser_call("client: message complete",
+                              [&] { return self(p)->on_message_complete(); });
+  };
   return s;
 }();
 

@@ -1,6 +1,7 @@
 #include <nlohmann/json.hpp>
 
 #include "auth/challenge.h"
+#include "base/guard.h"
 #include "base/log.h"
 #include "proxy/conn.h"
 #include "proxy/metrics.h"
@@ -11,21 +12,41 @@ namespace {
 
 Exchange* self(llhttp_t* p) { return static_cast<Exchange*>(p->data); }
 
+// Every callback runs through base/guard.h: a throw ends the parse with an error for this
+// connection (llhttp_execute returns it), never the process.
 const llhttp_settings_t kResponseSettings = [] {
   llhttp_settings_t s;
   llhttp_settings_init(&s);
-  s.on_message_begin = [](llhttp_t* p) { return self(p)->on_message_begin(); };
-  s.on_status = [](llhttp_t* p, const char* at, size_t n) { return self(p)->on_status(at, n); };
+  s.on_message_begin = [](llhttp_t* p) {
+    return guard::parser_call("upstream: message begin",
+                              [&] { return self(p)->on_message_begin(); });
+  };
+  s.on_status = [](llhttp_t* p, const char* at, size_t n) {
+    return guard::parser_call("upstream: status", [&] { return self(p)->on_status(at, n); });
+  };
   s.on_header_field = [](llhttp_t* p, const char* at, size_t n) {
-    return self(p)->on_header_field(at, n);
+    return guard::parser_call("upstream: header field",
+                              [&] { return self(p)->on_header_field(at, n); });
   };
   s.on_header_value = [](llhttp_t* p, const char* at, size_t n) {
-    return self(p)->on_header_value(at, n);
+    return guard::parser_call("upstream: header value",
+                              [&] { return self(p)->on_header_value(at, n); });
   };
-  s.on_header_value_complete = [](llhttp_t* p) { return self(p)->on_header_value_complete(); };
-  s.on_headers_complete = [](llhttp_t* p) { return self(p)->on_headers_complete(); };
-  s.on_body = [](llhttp_t* p, const char* at, size_t n) { return self(p)->on_body(at, n); };
-  s.on_message_complete = [](llhttp_t* p) { return self(p)->on_message_complete(); };
+  s.on_header_value_complete = [](llhttp_t* p) {
+    return guard::parser_call("upstream: header value complete",
+                              [&] { return self(p)->on_header_value_complete(); });
+  };
+  s.on_headers_complete = [](llhttp_t* p) {
+    return guard::parser_call("upstream: headers complete",
+                              [&] { return self(p)->on_headers_complete(); });
+  };
+  s.on_body = [](llhttp_t* p, const char* at, size_t n) {
+    return guard::parser_call("upstream: body", [&] { return self(p)->on_body(at, n); });
+  };
+  s.on_message_complete = [](llhttp_t* p) {
+    return guard::parser_call("upstream: message complete",
+                              [&] { return self(p)->on_message_complete(); });
+  };
   return s;
 }();
 

@@ -8,6 +8,8 @@
 #include <string>
 #include <string_view>
 
+#include "base/guard.h"
+
 namespace miproxy::proxy {
 namespace {
 
@@ -187,7 +189,9 @@ struct Fetcher::Exchange final : Transport::Handler {
     connecting = true;
     connect_id = connector->connect(
         url.host, url.port, url.https ? &tls : nullptr, req.timeout,
-        [this](std::expected<Transport*, ConnectError> r) { on_connected(std::move(r)); });
+        [this](std::expected<Transport*, ConnectError> r) {
+          if (!guard::run("fetch: connected", [&] { on_connected(std::move(r)); })) threw();
+        });
   }
 
   void fail_later(FetchError::Kind kind, std::string message) {
@@ -197,6 +201,23 @@ struct Fetcher::Exchange final : Transport::Handler {
 
   static void on_timeout(uv_timer_t* t) {
     auto* self = static_cast<Exchange*>(t->data);
+    // |self| is freed only by the timer's close callback, so it outlives this call.
+    if (!guard::run("fetch: timer", [self] { self->timer_fired(); })) self->threw();
+  }
+
+  // Something in this exchange's callbacks threw (logged): fail it, unless it already ended.
+  void threw() {
+    if (finished) {
+      return;
+    }
+    guard::run("fetch: failing", [this] {
+      finish(std::unexpected(FetchError{FetchError::Kind::PROTOCOL,
+                                        "request to " + url.display + ": internal error"}));
+    });
+  }
+
+  void timer_fired() {
+    Exchange* self = this;
     if (self->deferred) {
       auto r = std::move(*self->deferred);
       self->deferred.reset();
@@ -417,16 +438,37 @@ struct Fetcher::Exchange final : Transport::Handler {
   }
 };
 
+// Every callback through base/guard.h: a throw ends the parse with an error, not the process.
 const llhttp_settings_t Fetcher::Exchange::kSettings = [] {
   llhttp_settings_t s;
   llhttp_settings_init(&s);
-  s.on_message_begin = &Exchange::on_message_begin;
-  s.on_header_field = &Exchange::on_header_field;
-  s.on_header_value = &Exchange::on_header_value;
-  s.on_header_value_complete = &Exchange::on_header_value_complete;
-  s.on_headers_complete = &Exchange::on_headers_complete;
-  s.on_body = &Exchange::on_body;
-  s.on_message_complete = &Exchange::on_message_complete;
+  s.on_message_begin = [](llhttp_t* p) {
+    return guard::parser_call("fetch: message begin",
+                              [&] { return Exchange::on_message_begin(p); });
+  };
+  s.on_header_field = [](llhttp_t* p, const char* at, size_t n) {
+    return guard::parser_call("fetch: header field",
+                              [&] { return Exchange::on_header_field(p, at, n); });
+  };
+  s.on_header_value = [](llhttp_t* p, const char* at, size_t n) {
+    return guard::parser_call("fetch: header value",
+                              [&] { return Exchange::on_header_value(p, at, n); });
+  };
+  s.on_header_value_complete = [](llhttp_t* p) {
+    return guard::parser_call("fetch: header complete",
+                              [&] { return Exchange::on_header_value_complete(p); });
+  };
+  s.on_headers_complete = [](llhttp_t* p) {
+    return guard::parser_call("fetch: headers complete",
+                              [&] { return Exchange::on_headers_complete(p); });
+  };
+  s.on_body = [](llhttp_t* p, const char* at, size_t n) {
+    return guard::parser_call("fetch: body", [&] { return Exchange::on_body(p, at, n); });
+  };
+  s.on_message_complete = [](llhttp_t* p) {
+    return guard::parser_call("fetch: message complete",
+                              [&] { return Exchange::on_message_complete(p); });
+  };
   return s;
 }();
 

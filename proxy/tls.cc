@@ -23,6 +23,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "base/guard.h"
 #include "proxy/metrics.h"
 #include "proxy/tls_stream.h"
 
@@ -55,8 +56,8 @@ int new_session_cb(SSL* ssl, SSL_SESSION* session) {
   if (t == nullptr) {
     return 0;
   }
-  t->store_session(session);
-  return 1;  // we keep the reference
+  // OpenSSL is C: nothing may unwind through it (base/guard.h). Not stored: OpenSSL frees it.
+  return guard::run("tls: new session", [&] { t->store_session(session); }) ? 1 : 0;
 }
 
 // Replaces chain and name verification when a thumbprint is pinned.
@@ -65,7 +66,11 @@ int pin_verify_cb(X509_STORE_CTX* store_ctx, void*) {
       X509_STORE_CTX_get_ex_data(store_ctx, SSL_get_ex_data_X509_STORE_CTX_idx()));
   TlsTransport* t = ssl != nullptr ? TlsTransport::from_ssl(ssl) : nullptr;
   X509* leaf = X509_STORE_CTX_get0_cert(store_ctx);
-  if (t != nullptr && leaf != nullptr && t->check_pin(leaf)) {
+  bool pinned = false;
+  if (t != nullptr && leaf != nullptr) {
+    guard::run("tls: pin check", [&] { pinned = t->check_pin(leaf); });  // a throw rejects
+  }
+  if (pinned) {
     X509_STORE_CTX_set_error(store_ctx, X509_V_OK);
     return 1;
   }
@@ -283,7 +288,11 @@ int TlsTransport::bio_read(BIO* bio, char* out, size_t len, size_t* read) {
 int TlsTransport::bio_write(BIO* bio, const char* data, size_t len, size_t* written) {
   auto* t = static_cast<TlsTransport*>(BIO_get_data(bio));
   BIO_clear_retry_flags(bio);
-  t->enc_.append(data, len);
+  *written = 0;
+  // Out of memory must fail the write inside OpenSSL, not unwind through it.
+  if (!guard::run("tls: buffer ciphertext", [&] { t->enc_.append(data, len); })) {
+    return 0;
+  }
   *written = len;
   return 1;
 }

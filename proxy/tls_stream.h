@@ -104,6 +104,8 @@ class StreamTransport : public Transport {
   static void write_cb(uv_write_t* req, int status);
   static void close_cb(uv_handle_t* handle);
   static void defer_cb(uv_timer_t* timer);
+  // One of the callbacks above threw (base/guard.h caught and logged it).
+  void callback_threw();
 };
 
 class PlainTransport final : public StreamTransport {

@@ -12,6 +12,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "base/guard.h"
 #include "base/log.h"
 #include "proxy/tls_stream.h"
 
@@ -69,7 +70,10 @@ void StreamTransport::read_cb(uv_stream_t* stream, ssize_t nread, const uv_buf_t
   if (self->closing_) {
     return;
   }
-  self->on_stream_read(nread, buf);
+  // |self| outlives this call even if the handler closes it (freed only by close_cb).
+  if (!guard::run("transport read", [&] { self->on_stream_read(nread, buf); })) {
+    self->callback_threw();
+  }
 }
 
 void StreamTransport::write_cb(uv_write_t* req, int status) {
@@ -79,7 +83,10 @@ void StreamTransport::write_cb(uv_write_t* req, int status) {
   if (status == UV_ECANCELED || self->closing_) {
     return;
   }
-  self->on_write_done(status);
+  if (!guard::run("transport write done", [&] { self->on_write_done(status); })) {
+    self->callback_threw();
+    return;
+  }
   if (!self->writing_ && self->inflight_.capacity() > kShrinkAbove) {
     std::string().swap(self->inflight_);  // a burst is over: give the memory back
   }
@@ -97,16 +104,47 @@ void StreamTransport::defer_cb(uv_timer_t* timer) {
   if (self->closing_) {
     return;
   }
-  if (self->pending_error_ != 0) {
-    if (self->handler_ == nullptr) {
-      return;  // held until set_handler()
+  bool ok = guard::run("transport deferred event", [self] {
+    if (self->pending_error_ != 0) {
+      if (self->handler_ == nullptr) {
+        return;  // held until set_handler()
+      }
+      int code = self->pending_error_;
+      self->pending_error_ = 0;
+      self->handler_->on_error(code, self->pending_error_what_);
+      return;
     }
-    int code = self->pending_error_;
-    self->pending_error_ = 0;
-    self->handler_->on_error(code, self->pending_error_what_);
+    self->on_deferred();
+  });
+  if (!ok) {
+    self->callback_threw();
+  }
+}
+
+void StreamTransport::callback_threw() {
+  if (closing_) {
+    return;  // the handler closed us before (or while) throwing
+  }
+  // Stop reading first: whatever threw must not be fed again from this socket.
+  uv_read_stop(stream());
+  reading_ = false;
+  bool first = !failed_;
+  failed_ = true;
+  pending_error_ = 0;
+  if (handler_ == nullptr) {
+    stale_ = true;  // parked: the pool discards it
     return;
   }
-  self->on_deferred();
+  if (!first) {
+    return;  // on_error was already delivered once: never a second time
+  }
+  // The handler's failure path closes this connection (and answers, where it still can). If
+  // that throws too, the handler's state is unknown: leave the transport to it, read-stopped,
+  // rather than free memory it may still point at.
+  Handler* handler = handler_;
+  guard::run("transport error handler", [&] {
+    handler->on_error(UV_EINVAL, "internal error (exception caught)");
+  });
 }
 
 void StreamTransport::set_handler(Handler* handler) {
@@ -536,6 +574,13 @@ struct Connector::Impl::Attempt final : TlsTransport::HandshakeListener {
 
   static void on_resolved(uv_getaddrinfo_t* req, int status, addrinfo* res) {
     auto* a = static_cast<Attempt*>(req->data);
+    if (!guard::run("connect: resolved", [&] { a->resolved(status, res); })) {
+      a->threw();
+    }
+  }
+
+  void resolved(int status, addrinfo* res) {
+    Attempt* a = this;
     a->gai_pending = false;
     if (a->state != State::RUNNING) {
       uv_freeaddrinfo(res);
@@ -602,6 +647,13 @@ struct Connector::Impl::Attempt final : TlsTransport::HandshakeListener {
 
   static void on_connected(uv_connect_t* req, int status) {
     auto* a = static_cast<Attempt*>(req->data);
+    if (!guard::run("connect: connected", [&] { a->connected(status); })) {
+      a->threw();
+    }
+  }
+
+  void connected(int status) {
+    Attempt* a = this;
     a->connect_pending = false;
     if (a->state != State::RUNNING) {
       a->maybe_delete();
@@ -645,9 +697,17 @@ struct Connector::Impl::Attempt final : TlsTransport::HandshakeListener {
   static void on_timeout(uv_timer_t* timer) {
     auto* a = static_cast<Attempt*>(timer->data);
     if (a->state == State::DELIVERING) {
-      a->deliver();
+      // The owner's callback is the last thing deliver() does: nothing to clean up after it.
+      guard::run("connect: deliver", [a] { a->deliver(); });
       return;
     }
+    if (!guard::run("connect: timeout", [a] { a->timed_out(); })) {
+      a->threw();
+    }
+  }
+
+  void timed_out() {
+    Attempt* a = this;
     if (a->state != State::RUNNING) {
       return;
     }
@@ -656,6 +716,20 @@ struct Connector::Impl::Attempt final : TlsTransport::HandshakeListener {
         ConnectError{ConnectError::Kind::TIMEOUT, "connect to " + a->host_port() + ": timed out"});
     a->state = State::DELIVERING;
     a->deliver();
+  }
+
+  // Something in this attempt's own callbacks threw (logged): fail the connect with what it
+  // is, unless an outcome is already on its way.
+  void threw() {
+    if (state != State::RUNNING) {
+      return;
+    }
+    guard::run("connect: failing", [this] {
+      abort_work();
+      complete(std::unexpected(
+          ConnectError{ConnectError::Kind::CONNECT,
+                       "connect to " + host_port() + ": internal error"}));
+    });
   }
 
   // Stops whatever is in progress; callbacks still owed by libuv arrive later and are ignored.
