@@ -416,6 +416,7 @@ std::string ClientConn::framing_problem() const {
     }
     if (http_minor_ == 0) return "Transfer-Encoding in an HTTP/1.0 request";
   }
+  if (headers_.count(HeaderToken::CONTENT_LENGTH) > 1) return "more than one Content-Length header";
   // Upstreams read Content-Length as a signed 64-bit number at most.
   constexpr uint64_t kMaxContentLength = uint64_t{1} << 62;
   if ((parser_.flags & F_CONTENT_LENGTH) != 0 && parser_.content_length > kMaxContentLength) {
