@@ -1,0 +1,132 @@
+// Token endpoints that misbehave (issue 8, "fault tests"): one that closes the connection, one
+// that answers non-JSON, one that answers megabytes, one whose error text is not UTF-8, one that
+// promises more bytes than it sends. Each time the app gets the contract's 502
+// TokenAcquisitionFailed as valid JSON, /readyz stays valid JSON, memory stays bounded, and the
+// process keeps serving a route whose identity works.
+import { describe, test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import http from 'node:http';
+import {
+  startMiproxy, startTlsServer, issueCert, makeFixture, proxyConfig, httpRequest, miproxyError,
+  rssPeakOfPid,
+} from './lib/index.mjs';
+
+const SCOPE = 'https://storage.azure.com/.default';
+const MiB = 1024 * 1024;
+
+// An IMDS-shaped endpoint (token-sources.md §1: GET /metadata/identity/oauth2/token with
+// `Metadata: true`) that misbehaves in the way its `mode` says.
+async function startBadImds(mode) {
+  const seen = [];
+  const server = http.createServer((req, res) => {
+    seen.push({ url: req.url, metadata: req.headers.metadata });
+    switch (mode) {
+      case 'close':
+        req.socket.destroy();
+        break;
+      case 'non-json':
+        res.writeHead(200, { 'content-type': 'text/html' });
+        res.end('<html><body>captive portal</body></html>');
+        break;
+      case 'megabytes': {
+        res.writeHead(200, { 'content-type': 'application/json' });
+        const filler = Buffer.alloc(MiB, 0x61);
+        res.write('{"access_token":"');
+        let n = 0;
+        const more = () => {
+          while (n < 64) {
+            n++;
+            if (!res.write(filler)) { res.once('drain', more); return; }
+          }
+          res.end('","expires_in":"3600","token_type":"Bearer"}');
+        };
+        res.on('error', () => {});
+        more();
+        break;
+      }
+      case 'not-utf8': {
+        const body = Buffer.concat([
+          Buffer.from('{"error":"invalid_request","error_description":"Identity \xff\xfe not found \x01'),
+          Buffer.from([0xc0, 0xaf, 0xed, 0xa0, 0x80]),
+          Buffer.from('"}'),
+        ]);
+        res.writeHead(400, { 'content-type': 'application/json', 'content-length': body.length });
+        res.end(body);
+        break;
+      }
+      case 'truncated':
+        res.writeHead(200, { 'content-type': 'application/json', 'content-length': 500 });
+        res.write('{"access_token":"abc');
+        setTimeout(() => req.socket.destroy(), 50);
+        break;
+      default:
+        throw new Error(`unknown mode ${mode}`);
+    }
+  });
+  await new Promise((r) => server.listen(0, '127.0.0.1', r));
+  const { port } = server.address();
+  return {
+    seen,
+    tokenUrl: `http://127.0.0.1:${port}/metadata/identity/oauth2/token`,
+    close: () => new Promise((r) => { server.closeAllConnections?.(); server.close(() => r()); }),
+  };
+}
+
+describe('misbehaving token endpoints', () => {
+  let fx; let upstream;
+
+  before(async () => {
+    fx = makeFixture('miproxy-tokenfaults-');
+    const cert = issueCert(fx.ca, { dns: ['localhost'], ip: ['127.0.0.1'], name: 'tokenfaults' });
+    upstream = await startTlsServer({ cert: cert.cert, key: cert.key });
+  });
+
+  after(async () => {
+    await upstream?.close();
+    fx?.cleanup();
+  });
+
+  for (const mode of ['close', 'non-json', 'megabytes', 'not-utf8', 'truncated']) {
+    test(`an endpoint that ${mode === 'close' ? 'closes the connection' : `answers ${mode}`}`, async (t) => {
+      const imds = await startBadImds(mode);
+      t.after(() => imds.close());
+      const built = await proxyConfig({
+        caFile: fx.ca.certPath,
+        identities: {
+          vm: { type: 'managed_identity', source: 'imds', endpoint: imds.tokenUrl },
+          good: { type: 'token_file', path: fx.tokenPath },
+        },
+        routes: [
+          { name: 'bad', match: { host: 'bad.test' }, upstream: upstream.url, identity: 'vm', scope: SCOPE },
+          { name: 'ok', match: { host: 'ok.test' }, upstream: upstream.url, identity: 'good', scope: SCOPE },
+        ],
+      });
+      const proxy = await startMiproxy({ config: built.config });
+      t.after(() => proxy.stop());
+      const before = upstream.requests.length;
+      for (let i = 0; i < 3; i++) {
+        const res = await httpRequest({ port: built.port, headers: { host: 'bad.test' }, path: `/x${i}` });
+        assert.equal(res.status, 502);
+        const err = miproxyError(res).error;  // parses the body: throws on invalid JSON
+        assert.equal(err.code, 'TokenAcquisitionFailed');
+        assert.equal(err.route, 'bad');
+        assert.equal(err.identity, 'vm');
+      }
+      assert.equal(upstream.requests.slice(before).filter((r) => r.url.startsWith('/x')).length, 0,
+        'nothing reached the upstream without a token');
+      assert.ok(imds.seen.length >= 1, 'the endpoint was asked');
+      assert.ok(imds.seen.every((r) => r.metadata === 'true'), 'IMDS requests carry Metadata: true');
+      const ready = await httpRequest({ port: built.adminPort, path: '/readyz' });
+      assert.equal(ready.status, 503);
+      JSON.parse(ready.body.toString('utf8'));  // valid JSON whatever the endpoint said
+      const ok = await httpRequest({ port: built.port, headers: { host: 'ok.test' }, path: '/fine' });
+      assert.equal(ok.status, 200);
+      assert.ok(proxy.isAlive());
+      const peak = rssPeakOfPid(proxy.pid);
+      assert.ok(peak < 64 * MiB, `peak RSS ${peak} bytes stays bounded`);
+      for (const line of proxy.stderr().split('\n').filter((l) => l.trim().startsWith('{'))) {
+        JSON.parse(line);  // every log line is valid JSON
+      }
+    });
+  }
+});
