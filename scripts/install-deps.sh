@@ -27,12 +27,14 @@ as_root() {
   fi
 }
 
-# Build toolchain and libraries, test tools, benchmark tools.
+# Build toolchain and libraries, test tools, benchmark tools, the fuzzing toolchain (clang 19:
+# older clangs cannot compile libstdc++ 12's <expected>).
 packages=(
   build-essential cmake pkg-config
   libuv1-dev node-llhttp libssl-dev nlohmann-json3-dev prometheus-cpp-dev catch2
   curl openssl
   wrk nginx-light
+  clang-19 libfuzzer-19-dev
 )
 # node and npm: keep whatever provides them already (e.g. a newer Node.js build).
 command -v node >/dev/null 2>&1 || packages+=(nodejs)
