@@ -35,6 +35,7 @@ packages=(
   curl openssl
   wrk nginx-light
   clang-19 libfuzzer-19-dev
+  shellcheck wget
 )
 # node and npm: keep whatever provides them already (e.g. a newer Node.js build).
 command -v node >/dev/null 2>&1 || packages+=(nodejs)

@@ -3,7 +3,7 @@
 // promise docs/deploy-*.md makes.
 //
 // Uses node built-ins only, plus a YAML parser: the `yaml` npm package when it is installed
-// under tests/integration/node_modules, else python3 with PyYAML; the YAML checks are skipped
+// under tests/integration/node_modules, else python3 with PyYAML; the YAML checks fail
 // (with the reason) when neither is available. With MIPROXY_BIN naming a binary that
 // implements `check`, every config is also validated by miproxy itself.
 
@@ -191,21 +191,21 @@ function adminPort(config) {
 // ---------------------------------------------------------------------------------------------
 // miproxy itself, when MIPROXY_BIN is a build that implements `check`.
 
-let checkSupport; // { bin } or { skip: reason }
+let checkSupport; // { bin } or { missing: reason }
 function miproxyCheck() {
   if (checkSupport) {
     return checkSupport;
   }
   const bin = process.env.MIPROXY_BIN;
   if (!bin || !fs.existsSync(bin)) {
-    checkSupport = { skip: 'MIPROXY_BIN is not set to a built binary' };
+    checkSupport = { missing: 'MIPROXY_BIN is not set to a built binary' };
     return checkSupport;
   }
   // A binary that implements `check` must refuse a config file that does not exist.
   const probe = run(bin, ['check', '--config', path.join(scratch, 'no-such-config.json')]);
   if (probe.status === 0) {
     checkSupport = {
-      skip: `${bin} does not implement "check" yet (it accepted a missing config file)`,
+      missing: `${bin} does not implement "check" yet (it accepted a missing config file)`,
     };
   } else {
     checkSupport = { bin };
@@ -215,10 +215,7 @@ function miproxyCheck() {
 
 function assertMiproxyAccepts(t, file) {
   const support = miproxyCheck();
-  if (support.skip) {
-    t.skip(support.skip);
-    return;
-  }
+  assert.ok(!support.missing, support.missing);
   const r = run(support.bin, ['check', '--config', file]);
   assert.equal(r.status, 0, `miproxy check --config ${file} failed:\n${r.stdout}${r.stderr}`);
 }
@@ -226,7 +223,7 @@ function assertMiproxyAccepts(t, file) {
 // ---------------------------------------------------------------------------------------------
 // YAML: the `yaml` npm package, else python3 + PyYAML.
 
-let yamlParser; // { parseAll(text) } or { skip }
+let yamlParser; // { parseAll(text) } or { missing }
 async function yamlLoader() {
   if (yamlParser) {
     return yamlParser;
@@ -260,14 +257,14 @@ async function yamlLoader() {
     };
   } else {
     yamlParser = {
-      skip: 'no YAML parser: add the "yaml" npm package to tests/integration ' +
+      missing: 'no YAML parser: add the "yaml" npm package to tests/integration ' +
             '(devDependency) or install python3-yaml',
     };
   }
   return yamlParser;
 }
 
-const yamlSkip = (await yamlLoader()).skip ?? false;
+const yamlMissing = (await yamlLoader()).missing ?? false;
 
 function loadManifest(name) {
   const docs = yamlParser.parseAll(readText('deploy', 'kubernetes', name));
@@ -359,10 +356,20 @@ function verifyUnit(root, unitName) {
   return { status: r.status, complaints, output: `${r.stdout}${r.stderr}` };
 }
 
-const systemdSkip = !have('systemd-analyze') ? 'systemd-analyze is not installed'
+const systemdMissing = !have('systemd-analyze') ? 'systemd-analyze is not installed'
                   : !systemUnitDir() ? 'no distribution unit directory with sysinit.target'
                   : !fs.existsSync('/bin/kill') ? 'no /bin/kill'
                   : false;
+
+// The checks below need these tools; scripts/install-deps.sh installs them. Missing ones fail
+// here (and in the checks that use them), never pass by being left out.
+test('the tools the deploy checks need are installed', () => {
+  assert.equal(systemdMissing, false, systemdMissing);
+  assert.equal(yamlMissing, false, yamlMissing);
+  for (const tool of ['shellcheck', 'apt-cache', 'wget', 'ldd', 'readelf', 'dpkg']) {
+    assert.ok(have(tool), `${tool} is not installed`);
+  }
+});
 
 // ---------------------------------------------------------------------------------------------
 
@@ -485,7 +492,7 @@ describe('systemd units', () => {
     assert.match(text, /^#SupplementaryGroups=himds$/m, 'the Arc hint is in the unit');
   });
 
-  describe('systemd-analyze', { skip: systemdSkip }, () => {
+  describe('systemd-analyze', () => {
     let root;
     before(() => {
       root = makeVerifyRoot('verify-root');
@@ -615,7 +622,7 @@ describe('install.sh', () => {
   });
 
   test('staged units (with the Arc drop-in and a moved prefix) pass systemd-analyze verify',
-       { skip: systemdSkip }, () => {
+       () => {
     const dest = makeVerifyRoot('stage-verify');
     const r = stage(dest, '--arc', '--prefix', '/opt/miproxy');
     assert.equal(r.status, 0, r.stderr);
@@ -638,7 +645,7 @@ describe('install.sh', () => {
     assert.ok(!fs.existsSync(dest), 'nothing staged after a refusal');
   });
 
-  test('install.sh passes shellcheck', { skip: !have('shellcheck') && 'shellcheck absent' }, () => {
+  test('install.sh passes shellcheck', () => {
     const r = run('shellcheck', [install]);
     assert.equal(r.status, 0, r.stdout);
   });
@@ -714,8 +721,7 @@ describe('container image recipe', () => {
                      ['ca-certificates', 'libprometheus-cpp-core1.0', 'libssl3', 'libuv1']);
   });
 
-  test('the package names exist in Debian', { skip: !have('apt-cache') && 'no apt-cache' },
-       (t) => {
+  test('the package names exist in Debian', () => {
     const all = [...runtimePackages, ...aptPackages(stages[0])];
     // One call: "NAME:\n  Installed: ...\n  Candidate: VERSION|(none)" per known package.
     const out = run('apt-cache', ['policy', 'libc6', ...all]).stdout;
@@ -723,8 +729,7 @@ describe('container image recipe', () => {
       .map((x) => [x[1], x[2]]));
     const candidate = (p) => (candidates.get(p) ?? '(none)') !== '(none)';
     if (!candidate('libc6')) {
-      t.skip('apt lists are empty (run apt-get update)');
-      return;
+      assert.fail('apt lists are empty (run apt-get update)');
     }
     assert.deepEqual(all.filter((p) => !candidate(p)), []);
   });
@@ -732,20 +737,15 @@ describe('container image recipe', () => {
   // Only the binary's direct needs (DT_NEEDED): the packages' own dependencies are apt's job.
   test('every library MIPROXY_BIN links comes from a runtime package or the base image', (t) => {
     const bin = process.env.MIPROXY_BIN;
-    if (!bin || !fs.existsSync(bin) || !have('ldd') || !have('readelf') || !have('dpkg')) {
-      t.skip('needs MIPROXY_BIN, ldd, readelf and dpkg');
-      return;
-    }
+    assert.ok(bin && fs.existsSync(bin), `MIPROXY_BIN (${bin}) is not a built binary`);
+    for (const tool of ['ldd', 'readelf', 'dpkg']) assert.ok(have(tool), `${tool} is not installed`);
     const base = ['libc6', 'libgcc-s1', 'libstdc++6', 'zlib1g'];
+    // A sanitizer build (./test.sh --debug) also links the sanitizer runtimes, which the image
+    // never ships: leave those out and check the rest.
     const needed = [...run('readelf', ['-d', bin]).stdout.matchAll(/\(NEEDED\).*\[(.+)\]/g)]
-      .map((x) => x[1]);
+      .map((x) => x[1]).filter((n) => !/^lib(asan|ubsan|tsan)\.so/.test(n));
     const resolved = new Map([...run('ldd', [bin]).stdout.matchAll(/^\s*(\S+) => (\/\S+)/gm)]
       .map((x) => [x[1], x[2]]));
-    if (needed.some((n) => /^lib(asan|ubsan|tsan)\.so/.test(n))) {
-      // A sanitizer build (./test.sh --debug) is never what the image ships.
-      t.skip('sanitizer build: the image is built without sanitizers');
-      return;
-    }
     const libs = needed.map((n) => resolved.get(n) ?? `unresolved ${n}`);
     const owners = libs.map((lib) => {
       const candidates = [lib, fs.realpathSync(lib)];
@@ -804,11 +804,11 @@ describe('miproxy wait, as the health checks use it', () => {
   }
 
   let bin = null;
-  let skip = false;
+  let notWaiting = false;
   before(async () => {
     bin = process.env.MIPROXY_BIN;
     if (!bin || !fs.existsSync(bin)) {
-      skip = 'MIPROXY_BIN is not set to a built binary';
+      notWaiting = 'MIPROXY_BIN is not set to a built binary';
       return;
     }
     // Nothing listens on a port that was just released: a binary that implements `wait`
@@ -816,16 +816,13 @@ describe('miproxy wait, as the health checks use it', () => {
     const { server, address } = await fakeAdmin(200);
     await new Promise((resolve) => server.close(resolve));
     if ((await waitFor(bin, address)) === 0) {
-      skip = `${bin} does not implement "wait" yet (it reported a closed port as ready)`;
+      notWaiting = `${bin} does not implement "wait" yet (it reported a closed port as ready)`;
     }
   });
 
   for (const [status, want] of [[200, 0], [503, 1]]) {
     test(`exits ${want} when /readyz answers ${status}`, async (t) => {
-      if (skip) {
-        t.skip(skip);
-        return;
-      }
+      assert.equal(notWaiting, false, notWaiting);
       const admin = await fakeAdmin(status);
       try {
         assert.equal(await waitFor(bin, admin.address), want);
@@ -869,7 +866,7 @@ describe('Kubernetes manifests', () => {
     assert.equal(podMeta.labels['azure.workload.identity/use'], 'true');
   }
 
-  test('every image names a version tag, never latest', { skip: yamlSkip }, () => {
+  test('every image names a version tag, never latest', () => {
     for (const file of ['sidecar.yaml', 'job-sidecar.yaml']) {
       for (const d of loadManifest(file).docs) {
         const spec = d.spec?.template?.spec;
@@ -890,7 +887,7 @@ describe('Kubernetes manifests', () => {
     assert.equal(c.securityContext.runAsUser, imageUid);
   }
 
-  describe('sidecar.yaml', { skip: yamlSkip }, () => {
+  describe('sidecar.yaml', () => {
     let m;
     let pod;
     let sidecar;
@@ -974,7 +971,7 @@ describe('Kubernetes manifests', () => {
     });
   });
 
-  describe('job-sidecar.yaml', { skip: yamlSkip }, () => {
+  describe('job-sidecar.yaml', () => {
     let m;
     let pod;
     let proxy;
@@ -1007,8 +1004,7 @@ describe('Kubernetes manifests', () => {
                                            config.admin.address]);
     });
 
-    test('the main container\'s script passes shellcheck as POSIX sh',
-         { skip: !have('shellcheck') && 'shellcheck absent' }, () => {
+    test('the main container\'s script passes shellcheck as POSIX sh', () => {
       const r = run('shellcheck', ['-s', 'sh', '-'], { input: main.args[0] });
       assert.equal(r.status, 0, r.stdout);
     });
@@ -1024,10 +1020,7 @@ describe('Kubernetes manifests', () => {
     // work's exit status (the Job's verdict).
     for (const workStatus of [0, 3]) {
       test(`the main container ends miproxy after work that exits ${workStatus}`, async (t) => {
-          if (!have('wget')) {
-          t.skip('wget is not installed');
-          return;
-        }
+        assert.ok(have('wget'), 'wget is not installed (scripts/install-deps.sh installs it)');
         const seen = [];
         let readyAsked = 0;
         const server = http.createServer((req, res) => {
