@@ -10,11 +10,11 @@ import net from 'node:net';
 import tls from 'node:tls';
 import { setTimeout as sleep } from 'node:timers/promises';
 import {
-  binaryIsReal, SKIP_REASON, startMiproxy, issueCert, makeFixture, proxyConfig, httpRequest,
+  startMiproxy, issueCert, makeFixture, proxyConfig, httpRequest,
   miproxyError, RawConnection,
 } from './lib/index.mjs';
 
-const it = (name, fn) => test(name, { skip: SKIP_REASON }, fn);
+const it = (name, fn) => test(name, fn);
 const SCOPE = 'https://storage.azure.com/.default';
 
 // An HTTPS upstream that answers the first request on each connection (keep-alive, storing
@@ -108,7 +108,6 @@ describe('exchange faults', () => {
   const trickleTimers = new Set();
 
   before(async () => {
-    if (!binaryIsReal) return;
     fx = makeFixture('miproxy-faults-');
     const cert = issueCert(fx.ca, { dns: ['localhost'], ip: ['127.0.0.1'], name: 'faults' });
     flaky = await startFlakyUpstream(cert);
@@ -147,7 +146,6 @@ describe('exchange faults', () => {
   });
 
   after(async () => {
-    if (!binaryIsReal) return;
     for (const t of trickleTimers) clearInterval(t);
     await proxy?.stop();
     await fwd?.close();
