@@ -9,6 +9,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <string_view>
 
 #include "base/executor.h"
 #include "base/secret.h"
@@ -17,9 +18,27 @@ namespace miproxy::auth {
 
 using Clock = std::chrono::system_clock;
 
+// True when |token| is an RFC 6750 §2.1 b64token: 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" /
+// "+" / "/" ) *"=". Anything else (CR LF above all) would let a token endpoint write into the
+// upstream request, so such a token is refused, never sent.
+inline bool is_b64token(std::string_view token) {
+  size_t i = 0;
+  auto tchar = [](char c) {
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+           c == '-' || c == '.' || c == '_' || c == '~' || c == '+' || c == '/';
+  };
+  while (i < token.size() && tchar(token[i])) ++i;
+  if (i == 0) return false;
+  while (i < token.size() && token[i] == '=') ++i;
+  return i == token.size();
+}
+
 struct AccessToken {
   SecretString value;             // the bearer token itself
   Clock::time_point expires_at;   // never sent at or after this instant
+  // Served until here: expires_at less a safety margin that scales with the lifetime
+  // (min(expiry_margin, lifetime / 10)), so short-lived tokens are usable too.
+  Clock::time_point usable_until;
   Clock::time_point refresh_at;   // refresh ahead from here on
   std::string source;             // "imds", "app_service", "workload_identity", "token_file", ...
   // Unverified claims, for logs and doctor (empty when the token is not a JWT).

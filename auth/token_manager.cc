@@ -226,7 +226,13 @@ class TokenManager::Slot final : public TokenSlot, public std::enable_shared_fro
   const TokenManagerOptions& opts() const { return shared_->options; }
 
   bool valid(const AccessToken& token, Clock::time_point now) const {
-    return now < token.expires_at - opts().expiry_margin;
+    return now < token.usable_until;
+  }
+
+  // The safety margin before a token's expiry: the configured one, but at most a tenth of the
+  // lifetime — a token endpoint that issues 15 s tokens gets them served for 13.5 s.
+  Clock::duration margin_for(Clock::duration lifetime) const {
+    return std::min<Clock::duration>(opts().expiry_margin, lifetime / 10);
   }
 
   std::string source_name() const {
@@ -383,11 +389,23 @@ class TokenManager::Slot final : public TokenSlot, public std::enable_shared_fro
 
   void on_success(TokenData data, const std::string& name, Clock::time_point now,
                   Clock::duration latency, bool refresh) {
-    if (now >= data.expires_at - opts().expiry_margin) {
+    if (!is_b64token(data.access_token.reveal())) {
+      SourceError error{name + " returned an access_token with characters outside the bearer-token "
+                               "set (RFC 6750 b64token); refused, nothing was sent",
+                        0,
+                        true,
+                        std::nullopt,
+                        seconds(0),
+                        false};
+      on_failure(std::move(error), name, now, latency, refresh);
+      return;
+    }
+    Clock::duration lifetime = data.expires_at - now;
+    if (lifetime <= Clock::duration::zero() ||
+        now >= data.expires_at - margin_for(lifetime)) {
       auto left = duration_cast<seconds>(data.expires_at - now).count();
       SourceError error{name + " returned a token that expires in " + std::to_string(left) +
-                            " s, within the " + std::to_string(opts().expiry_margin.count()) +
-                            " s safety margin",
+                            " s, already expired or within its safety margin",
                         0,
                         true,
                         std::nullopt,
@@ -399,6 +417,7 @@ class TokenManager::Slot final : public TokenSlot, public std::enable_shared_fro
     auto token = std::make_shared<AccessToken>();
     token->value = std::move(data.access_token);
     token->expires_at = data.expires_at;
+    token->usable_until = data.expires_at - margin_for(lifetime);
     token->refresh_at = refresh_time(data, now);
     token->source = name;
     fill_claims(*token);
@@ -429,7 +448,7 @@ class TokenManager::Slot final : public TokenSlot, public std::enable_shared_fro
       at = std::max(data.expires_at - opts().refresh_before_expiry, now + lifetime / 2);
     }
     // Refresh while the token is still served, and never in a tight loop.
-    at = std::min(at, data.expires_at - opts().expiry_margin);
+    at = std::min(at, data.expires_at - margin_for(lifetime));
     at = std::max(at, now + seconds(1));
     return at;
   }

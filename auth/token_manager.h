@@ -9,10 +9,12 @@
 // std::atomic<std::shared_ptr<const AccessToken>> (libstdc++ guards it with a spin bit held for a
 // few instructions), so readers on every worker never contend on a lock with each other.
 //
-// Validity. current() returns the published token only while now < expires_at - expiry_margin
-// (30 s): a token that would expire while the request is on its way is never handed out, and
-// an expired one never is. The clock is Scheduler::now(). A token that arrives already inside
-// the margin counts as a retryable failure.
+// Validity. current() returns the published token only while now < expires_at - margin, where
+// the margin is expiry_margin (30 s) or a tenth of the token's lifetime when that is shorter
+// (a 15 s token is served for 13.5 s): a token that would expire while the request is on its way
+// is never handed out, and an expired one never is. The clock is Scheduler::now(). A token that
+// arrives already inside its margin counts as a retryable failure, and so does one whose value is
+// not an RFC 6750 b64token (CR LF in it would write into the upstream request).
 //
 // Refresh ahead. For each new token: refresh_at = the endpoint's refresh_in when given; else
 // lifetime >= 2 h: issue time + lifetime / 2 (MSAL, azure-identity); else the later of

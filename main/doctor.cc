@@ -259,6 +259,13 @@ class Doctor {
         next();
         return;
       }
+      if (!auth::is_b64token(r->access_token.reveal())) {
+        rep.problems.push_back(
+            "token: the endpoint returned an access_token with characters outside the "
+            "bearer-token set (RFC 6750 b64token); refused, the upstream is not probed with it");
+        next();
+        return;
+      }
       rep.token_ok = true;
       token_ = std::move(r->access_token);
       rep.evidence["latency"] = std::to_string(static_cast<int>(ms)) + " ms";

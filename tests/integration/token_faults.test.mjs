@@ -59,6 +59,22 @@ async function startBadImds(mode) {
         res.write('{"access_token":"abc');
         setTimeout(() => req.socket.destroy(), 50);
         break;
+      case 'crlf':
+      case 'short': {
+        // A well-formed IMDS answer (token-sources.md §1), with a token that carries CR LF and a
+        // header, or one that lives 15 s.
+        const now = Math.floor(Date.now() / 1000);
+        const life = mode === 'short' ? 15 : 3600;
+        const token = mode === 'crlf' ? 'eyJhbGciOi.eyJhdWQi.c2ln\r\nX-Injected: yes' : 'eyJhbGciOi.eyJhdWQi.c2ln';
+        const body = JSON.stringify({
+          access_token: token, client_id: '5b1a2c3d-0000-4000-8000-00000000000a',
+          expires_in: String(life), expires_on: String(now + life), ext_expires_in: String(life),
+          not_before: String(now), resource: 'https://storage.azure.com/', token_type: 'Bearer',
+        });
+        res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
+        res.end(body);
+        break;
+      }
       default:
         throw new Error(`unknown mode ${mode}`);
     }
@@ -86,7 +102,7 @@ describe('misbehaving token endpoints', () => {
     fx?.cleanup();
   });
 
-  for (const mode of ['close', 'non-json', 'megabytes', 'not-utf8', 'truncated']) {
+  for (const mode of ['close', 'non-json', 'megabytes', 'not-utf8', 'truncated', 'crlf']) {
     test(`an endpoint that ${mode === 'close' ? 'closes the connection' : `answers ${mode}`}`, async (t) => {
       const imds = await startBadImds(mode);
       t.after(() => imds.close());
@@ -114,6 +130,7 @@ describe('misbehaving token endpoints', () => {
       }
       assert.equal(upstream.requests.slice(before).filter((r) => r.url.startsWith('/x')).length, 0,
         'nothing reached the upstream without a token');
+      assert.ok(upstream.requests.every((r) => !('x-injected' in r.headers)), 'no injected header');
       assert.ok(imds.seen.length >= 1, 'the endpoint was asked');
       assert.ok(imds.seen.every((r) => r.metadata === 'true'), 'IMDS requests carry Metadata: true');
       const ready = await httpRequest({ port: built.adminPort, path: '/readyz' });
@@ -129,4 +146,21 @@ describe('misbehaving token endpoints', () => {
       }
     });
   }
+
+  test('a 15 s token is served (the safety margin scales with the lifetime)', async (t) => {
+    const imds = await startBadImds('short');
+    t.after(() => imds.close());
+    const built = await proxyConfig({
+      caFile: fx.ca.certPath,
+      identities: { vm: { type: 'managed_identity', source: 'imds', endpoint: imds.tokenUrl } },
+      routes: [{ name: 'short', match: { host: 'short.test' }, upstream: upstream.url,
+        identity: 'vm', scope: SCOPE }],
+    });
+    const proxy = await startMiproxy({ config: built.config });
+    t.after(() => proxy.stop());
+    const res = await httpRequest({ port: built.port, headers: { host: 'short.test' }, path: '/short' });
+    assert.equal(res.status, 200, res.body.toString());
+    const seen = upstream.requests.find((r) => r.url === '/short');
+    assert.equal(seen.headers.authorization, 'Bearer eyJhbGciOi.eyJhdWQi.c2ln');
+  });
 });

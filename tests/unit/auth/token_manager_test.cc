@@ -1002,3 +1002,58 @@ TEST_CASE("on real loops, a worker thread's acquire is answered on its own loop"
 }
 
 }  // namespace
+
+TEST_CASE("a 15 s token is served, with a margin of a tenth of its life, and refreshed before it",
+          "[token]") {
+  // A token endpoint issuing 15 s tokens used to get every request refused ("within the 30 s
+  // safety margin").
+  Fixture f;
+  auto slot = f.manager->slot(mi_identity(), kScope);
+  std::optional<TokenResult> got;
+  f.acquire(*slot, &got);
+  f.run();
+  f.source().complete(f.token(15s));
+  f.run();
+  REQUIRE(got.has_value());
+  REQUIRE(got->has_value());
+  CHECK(slot->current() == got->value());
+  // Refresh ahead happens at half the life, while the token is still served.
+  f.scheduler.advance(7s);
+  CHECK(f.source().calls.size() == 1);
+  f.scheduler.advance(1s);
+  CHECK(f.source().calls.size() == 2);
+  // With the refresh unanswered the token is served up to 13.5 s, never after.
+  f.scheduler.advance(5s);
+  CHECK(slot->current() != nullptr);
+  f.scheduler.advance(1s);
+  CHECK(slot->current() == nullptr);
+}
+
+TEST_CASE("an access_token outside the bearer-token character set is refused", "[token]") {
+  Fixture f;
+  auto slot = f.manager->slot(mi_identity(), kScope);
+  std::optional<TokenResult> got;
+  f.acquire(*slot, &got);
+  f.run();
+  TokenData data = f.token(1h);
+  data.access_token = SecretString("abc\r\nX-Injected: yes");
+  f.source().complete(std::move(data));
+  f.run();
+  CHECK(slot->current() == nullptr);
+  auto status = slot->status();
+  CHECK(status.acquisitions_failed == 1);
+  CHECK(status.last_error.find("b64token") != std::string::npos);
+  CHECK(status.last_error.find("X-Injected") == std::string::npos);  // never echoed
+}
+
+TEST_CASE("is_b64token follows RFC 6750", "[token]") {
+  using miproxy::auth::is_b64token;
+  CHECK(is_b64token("eyJ0eXAi.eyJhdWQi.c2ln-_~+/"));
+  CHECK(is_b64token("abc=="));
+  CHECK_FALSE(is_b64token(""));
+  CHECK_FALSE(is_b64token("=abc"));
+  CHECK_FALSE(is_b64token("ab=c"));
+  CHECK_FALSE(is_b64token("abc\r\nX: y"));
+  CHECK_FALSE(is_b64token("a b"));
+  CHECK_FALSE(is_b64token("a\"b"));
+}
