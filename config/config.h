@@ -59,6 +59,9 @@ struct Limits {
   uint32_t max_uri_bytes = 8 * 1024;
   double header_timeout = 30;     // seconds to receive a whole request head
   double idle_timeout = 60;       // seconds a keep-alive client connection may sit idle
+  // Seconds miproxy keeps reading (and discarding) a client's unsent request body after
+  // answering early, so its answer is not lost to a reset (lingering close).
+  double lingering_timeout = 5;
   uint32_t max_replay_body = 1024 * 1024;  // body bytes held for a replay (scope: auto, CAE)
   // Status line + header fields of an upstream response; larger heads answer 502.
   uint32_t max_response_header_bytes = 64 * 1024;
