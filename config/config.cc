@@ -380,6 +380,10 @@ const Field<Limits> LIMITS_FIELDS[] = {
      [](Ctx& ctx, const Json& v, const std::string& path, Limits& l) {
        uint32_in(ctx, v, path, l.max_tls_sessions, 1);
      }},
+    {"lingering_timeout", Kind::NUMBER, ALL, NONE,
+     [](Ctx& ctx, const Json& v, const std::string& path, Limits& l) {
+       seconds(ctx, v, path, l.lingering_timeout, false);
+     }},
     {"max_response_header_bytes", Kind::UINT, ALL, NONE,
      [](Ctx& ctx, const Json& v, const std::string& path, Limits& l) {
        uint32_in(ctx, v, path, l.max_response_header_bytes, 1024);

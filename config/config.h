@@ -62,6 +62,9 @@ struct Limits {
   uint32_t max_uri_bytes = 8 * 1024;
   double header_timeout = 30;     // seconds to receive a whole request head
   double idle_timeout = 60;       // seconds a keep-alive client connection may sit idle
+  // Seconds miproxy keeps reading (and discarding) a client's unsent request body after
+  // answering early, so its answer is not lost to a reset (lingering close).
+  double lingering_timeout = 5;
   uint32_t max_replay_body = 1024 * 1024;  // body bytes held for a replay (scope: auto, CAE)
   uint32_t max_learned_scopes = 1024;  // scope "auto": upstream hosts remembered per route (LRU)
   // Resources miproxy holds for clients and upstream hosts.

@@ -165,6 +165,10 @@ void ClientConn::stop_timer() {
 void ClientConn::on_timer(uv_timer_t* timer) {
   auto* c = static_cast<ClientConn*>(timer->data);
   if (!c) return;
+  if (c->lingering_) {
+    c->close();
+    return;
+  }
   if (c->timer_for_response_) {
     c->timer_for_response_ = false;
     if (c->ex_) {
@@ -182,6 +186,7 @@ void ClientConn::on_timer(uv_timer_t* timer) {
 
 void ClientConn::on_read(const char* data, size_t len) {
   if (closed_) return;
+  if (lingering_) return;  // the rest of an answered request: discarded
   if (parse_paused_) {
     pending_.append(data, len);
     update_reading();
@@ -280,6 +285,10 @@ void ClientConn::set_body_backpressure(bool paused) {
 
 void ClientConn::on_eof() {
   eof_ = true;
+  if (lingering_) {
+    close();
+    return;
+  }
   update_reading();
   if (parse_paused_ && !pending_.empty()) {
     // Bytes of this (or a pipelined) request are still unparsed: finish them first.
@@ -312,7 +321,7 @@ void ClientConn::on_drain() {
   if (closed_) return;
   if (ex_) ex_->client_drained();
   if (!ex_ && close_after_response_) {
-    close();
+    if (!lingering_) close_or_linger();
     return;
   }
   if (wait_drain_) {
@@ -610,7 +619,7 @@ void ClientConn::exchange_done(bool reusable) {
   head_bytes_ = 0;
   if (!reusable || !keep_alive_ || close_after_response_ || draining_ || !request_complete_) {
     close_after_response_ = true;
-    if (transport_ && transport_->write_queue_bytes() == 0) close();
+    if (transport_ && transport_->write_queue_bytes() == 0) close_or_linger();
     return;
   }
   start_timer(worker_.snapshot()->config->limits.idle_timeout);
@@ -636,7 +645,7 @@ void ClientConn::respond_error(Error error, const std::string& message, bool clo
   if (close_after_response_) {
     parse_paused_ = true;
     update_reading();
-    if (transport_ && transport_->write_queue_bytes() == 0) close();
+    if (transport_ && transport_->write_queue_bytes() == 0) close_or_linger();
     return;
   }
   head_bytes_ = 0;
@@ -646,6 +655,24 @@ void ClientConn::respond_error(Error error, const std::string& message, bool clo
     start_timer(worker_.snapshot()->config->limits.idle_timeout);
     resume_parsing();
   }
+}
+
+void ClientConn::close_or_linger() {
+  if (closed_ || lingering_) return;
+  // The response is fully handed to the kernel (the write queue is empty). Linger only when
+  // the client has not finished its request: then unread bytes are on their way.
+  if (eof_ || !transport_ || request_complete_ || transport_->fd() < 0) {
+    close();
+    return;
+  }
+  lingering_ = true;
+  retire_exchange();
+  ::shutdown(transport_->fd(), SHUT_WR);  // plaintext downstream: nothing of ours is queued
+  if (!reading_) {
+    transport_->read_start();
+    reading_ = true;
+  }
+  start_timer(worker_.snapshot()->config->limits.lingering_timeout);
 }
 
 void ClientConn::retire_exchange() {

@@ -85,6 +85,11 @@ class ClientConn : public Transport::Handler {
   static void on_timer(uv_timer_t* timer);
   void log_request(const Exchange* ex, int status, std::string_view error_code);
   void retire_exchange();
+  // After the last response of a connection: close, or first linger when the client may still
+  // be sending (its request body unread): half-close, read and discard for
+  // limits.lingering_timeout, then close, so the kernel does not answer those bytes with a
+  // reset that destroys the response in flight (nginx's lingering close).
+  void close_or_linger();
   bool has_request_body() const;
   // Why the request head's framing is refused ("" when it is fine).
   std::string framing_problem() const;
@@ -129,6 +134,7 @@ class ClientConn : public Transport::Handler {
   bool error_answered_ = false;   // miproxy answered this request itself
   bool draining_ = false;
   bool eof_ = false;              // the client finished sending
+  bool lingering_ = false;        // answered; discarding what the client still sends
   static constexpr size_t kMaxPendingBytes = 64 * 1024;
   uid_t peer_uid_ = static_cast<uid_t>(-1);
   bool peer_allowed_ = true;

@@ -538,6 +538,9 @@ int Exchange::on_headers_complete() {
     h.append("\r\n");
   }
   if (rechunk_) h.append("Transfer-Encoding: chunked\r\n");
+  // An answer that comes while the app is still uploading ends the connection (the rest of
+  // the body is read and discarded, see ClientConn::close_or_linger).
+  if (p_.has_body && !request_done_) keep_client = false;
   if (!keep_client || client_.worker().draining()) h.append("Connection: close\r\n");
   h.append("\r\n");
   // Held until the first body bytes (or the end of this read) so that a small response leaves

@@ -9,6 +9,9 @@ import https from 'node:https';
 import net from 'node:net';
 import tls from 'node:tls';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { execFile } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import {
   startMiproxy, issueCert, makeFixture, proxyConfig, httpRequest,
   miproxyError, RawConnection,
@@ -104,7 +107,7 @@ async function startRawTlsUpstream(cert, respond) {
 }
 
 describe('exchange faults', () => {
-  let fx; let flaky; let fwd; let trickle; let bighead; let proxy; let port;
+  let fx; let flaky; let fwd; let trickle; let bighead; let deny; let proxy; let port;
   const trickleTimers = new Set();
 
   before(async () => {
@@ -128,6 +131,12 @@ describe('exchange faults', () => {
       for (let i = 0; i < 100; i++) h += `X-Big-${i}: ${'b'.repeat(1024)}\r\n`;
       s.write(`${h}Content-Length: 2\r\n\r\nok`);
     });
+    // Answers 403 as soon as the head is in, without reading the body.
+    deny = await startRawTlsUpstream(cert, (s) => {
+      s.write('HTTP/1.1 403 Forbidden\r\nContent-Type: text/plain\r\nContent-Length: 6\r\n'
+        + 'Connection: close\r\n\r\ndenied');
+      s.end();
+    });
     const route = (name, host, upstream, more = {}) => ({
       name, match: { host }, upstream, identity: 'test', scope: SCOPE, ...more });
     const built = await proxyConfig({
@@ -139,6 +148,7 @@ describe('exchange faults', () => {
         route('trickle', 'trickle.test', `https://localhost:${trickle.port}`,
           { timeouts: { response: 2 } }),
         route('bighead', 'bighead.test', `https://localhost:${bighead.port}`),
+        route('deny', 'deny.test', `https://localhost:${deny.port}`),
       ],
     });
     port = built.port;
@@ -152,6 +162,7 @@ describe('exchange faults', () => {
     await flaky?.close();
     await trickle?.close();
     await bighead?.close();
+    await deny?.close();
     fx?.cleanup();
   });
 
@@ -249,6 +260,39 @@ describe('exchange faults', () => {
     assert.equal(r.status, 502);
     assert.equal(miproxyError(r).error.code, 'UpstreamProtocolError');
     assert.equal(r.headers['x-big-0'], undefined);
+    await stillServes();
+  });
+
+  it('an early 403 while the app is still uploading reaches the app, not a reset', async () => {
+    // The app writes its body and reads only afterwards (as a client blocked in a large
+    // write does): the 403 waits in its receive buffer, where a reset would destroy it.
+    const sock = net.connect({ port, host: '127.0.0.1' });
+    await new Promise((r, j) => { sock.once('connect', r); sock.once('error', j); });
+    sock.pause();
+    let sockError = null;
+    sock.on('error', (e) => { sockError = e; });
+    const total = 8 * 1024 * 1024;
+    sock.write(`PUT /upload HTTP/1.1\r\nHost: deny.test\r\nContent-Length: ${total}\r\n\r\n`);
+    const chunk = Buffer.alloc(64 * 1024, 0x61);
+    const until = Date.now() + 600;
+    let sent = 0;
+    while (Date.now() < until && sent < total && !sockError && !sock.destroyed) {
+      if (!sock.write(chunk)) await new Promise((r) => { sock.once('drain', r); setTimeout(r, 50); });
+      sent += chunk.length;
+      await sleep(5);
+    }
+    await sleep(300);
+    const conn = new RawConnection(sock);
+    try {
+      sock.resume();
+      const r = await conn.readResponse();
+      assert.equal(r.status, 403);
+      assert.equal(r.body.toString('latin1'), 'denied');
+      assert.equal(r.headers.connection, 'close');
+      assert.equal(await conn.closedWithin(10000), true, 'miproxy closes after lingering');
+    } finally {
+      conn.close();
+    }
     await stillServes();
   });
 });
