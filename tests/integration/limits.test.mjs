@@ -6,20 +6,14 @@ import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import { readFileSync } from 'node:fs';
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { setTimeout as sleep } from 'node:timers/promises';
 import {
   startMiproxy, startTlsServer, issueCert, makeFixture, proxyConfig, httpRequest,
-  BINARY_PROBLEM, MIPROXY_BIN,
+  MEMORY_FACTOR,
 } from './lib/index.mjs';
 
 const SCOPE = 'https://storage.azure.com/.default';
-
-// A sanitizer build (./test.sh --debug) carries shadow memory and a quarantine of freed blocks:
-// memory bounds are looser there (the Release suite checks the real figures).
-const sanitized = !BINARY_PROBLEM
-  && /libasan/.test(spawnSync('ldd', [MIPROXY_BIN], { encoding: 'utf8' }).stdout ?? '');
-const rssFactor = sanitized ? 4 : 1;
 
 function vmRssKiB(pid) {
   const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
@@ -151,7 +145,7 @@ describe('resource limits', () => {
       const clients = await openIdle(port, 1000);
       await sleep(500);
       const rss = vmRssKiB(proxy.pid);
-      assert.ok(rss < rssFactor * 64 * 1024, `VmRSS ${rss} kB`);
+      assert.ok(rss < MEMORY_FACTOR * 64 * 1024, `VmRSS ${rss} kB`);
       const statuses = [];
       for (let i = 0; i < clients.length; i += 100) {
         statuses.push(...await Promise.all(clients.slice(i, i + 100)
@@ -173,7 +167,7 @@ describe('resource limits', () => {
       for (let i = 0; i < 200; ++i) hog.write(one.repeat(1000));
       await sleep(3000);
       const grown = vmRssKiB(proxy.pid) - before;
-      assert.ok(grown < rssFactor * 16 * 1024, `VmRSS grew by ${grown} kB`);
+      assert.ok(grown < MEMORY_FACTOR * 16 * 1024, `VmRSS grew by ${grown} kB`);
       const r = await httpRequest({ port, path: '/echo/other', headers: { host: 'echo.test' } });
       assert.equal(r.status, 200);
       hog.destroy();

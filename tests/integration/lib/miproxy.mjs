@@ -27,6 +27,13 @@ export const BINARY_PROBLEM = (() => {
   return `MIPROXY_BIN (${MIPROXY_BIN}) is not a working miproxy: --help exited ${r.status}`;
 })();
 
+// True when MIPROXY_BIN is a sanitizer build (./test.sh --debug): shadow memory and the
+// quarantine of freed blocks make its RSS several times a Release build's, so memory bounds are
+// multiplied by MEMORY_FACTOR there (the Release suite checks the real figures).
+export const SANITIZED_BUILD = !BINARY_PROBLEM
+  && /libasan/.test(spawnSync('ldd', [MIPROXY_BIN], { encoding: 'utf8' }).stdout ?? '');
+export const MEMORY_FACTOR = SANITIZED_BUILD ? 8 : 1;
+
 // Throws unless MIPROXY_BIN is a working miproxy.
 export function requireBinary() {
   if (BINARY_PROBLEM) {
