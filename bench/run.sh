@@ -118,75 +118,10 @@ if (( want_miproxy )) && [[ ! -x "$MIPROXY" ]]; then
   want_miproxy=0
 fi
 
-# ---------------------------------------------------------------------------------------------
-# Process bookkeeping: only what this script starts is ever stopped, by PID.
-
-STARTED_PIDS=()
-TMP=""
-
-stop_pid() {
-  local pid=$1 i
-  kill -0 "$pid" 2>/dev/null || return 0
-  kill -TERM "$pid" 2>/dev/null || true
-  for i in $(seq 1 50); do
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.1
-  done
-  if kill -0 "$pid" 2>/dev/null; then
-    kill -KILL "$pid" 2>/dev/null || true
-  fi
-  wait "$pid" 2>/dev/null || true
-}
-
-cleanup() {
-  local i
-  # Stop in reverse start order (an nginx master before the workers recorded after it).
-  for (( i=${#STARTED_PIDS[@]}-1; i>=0; i-- )); do
-    stop_pid "${STARTED_PIDS[$i]}"
-  done
-  if [[ -n "$TMP" && -d "$TMP" ]]; then
-    if (( KEEP_TMP )); then
-      echo "run.sh: kept $TMP (contains a dummy token and test keys)" >&2
-    else
-      rm -rf "$TMP"
-    fi
-  fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-TMP=$(mktemp -d /tmp/miproxy-bench.XXXXXX)
-# nginx workers run as an unprivileged user when started as root: let them traverse the
-# directory and read the static files (the token and keys stay private, read by the masters).
-chmod 711 "$TMP"
-
-port_in_use() { [[ -n $(ss -Htln "sport = :$1" 2>/dev/null) ]]; }
-taken_ports=" "
-free_port() {  # free_port VAR: sets VAR to a free loopback port not handed out before
-  local p i
-  for i in $(seq 1 200); do
-    p=$(( 20000 + RANDOM % 40000 ))
-    if [[ "$taken_ports" != *" $p "* ]] && ! port_in_use "$p"; then
-      taken_ports+="$p "
-      printf -v "$1" '%s' "$p"
-      return 0
-    fi
-  done
-  echo "run.sh: no free port found" >&2
-  exit 1
-}
-
-wait_port() {  # wait_port PORT PID SECONDS
-  local port=$1 pid=$2 secs=$3 i
-  for (( i=0; i<secs*20; i++ )); do
-    kill -0 "$pid" 2>/dev/null || return 1
-    port_in_use "$port" && return 0
-    sleep 0.05
-  done
-  return 1
-}
-
-child_pids() { pgrep -P "$1" 2>/dev/null | tr '\n' ' ' || true; }
+# Shared setup (process bookkeeping, PKI, token, upstream, miproxy config): bench/lib.sh.
+BENCH_NAME=run.sh
+source "$HERE/lib.sh"
+bench_setup_tmp
 
 # Sum of utime+stime (clock ticks) over the given PIDs; all threads of a process are included.
 cpu_ticks() {
@@ -248,128 +183,11 @@ reset_peak_rss() {
   done
 }
 
-# ---------------------------------------------------------------------------------------------
-# Test PKI: a CA and a server certificate for 127.0.0.1 / localhost.
-
-PKI="$TMP/pki"
-mkdir -p "$PKI"
-(
-  cd "$PKI"
-  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
-    -subj "/CN=miproxy bench CA" -keyout ca.key -out ca.pem \
-    -addext "basicConstraints=critical,CA:TRUE" \
-    -addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null
-  openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
-    -subj "/CN=127.0.0.1" -keyout server.key -out server.csr 2>/dev/null
-  printf '%s\n' "basicConstraints=critical,CA:FALSE" \
-    "keyUsage=critical,digitalSignature" "extendedKeyUsage=serverAuth" \
-    "subjectAltName=IP:127.0.0.1,DNS:localhost" > server.ext
-  openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 \
-    -extfile server.ext -out server.pem 2>/dev/null
-)
-CA="$PKI/ca.pem"
-
-# A dummy JWT (alg none) with exp one hour ahead: token_file takes its expiry from exp.
-b64url() { openssl base64 -A | tr '+/' '-_' | tr -d '='; }
-now=$(date +%s)
-jwt_header=$(printf '{"alg":"none","typ":"JWT"}' | b64url)
-jwt_payload=$(printf '{"aud":"https://storage.azure.com","iss":"https://sts.windows.net/00000000-0000-0000-0000-000000000000/","iat":%d,"nbf":%d,"exp":%d}' \
-  "$now" "$now" $(( now + 3600 )) | b64url)
-TOKEN="$jwt_header.$jwt_payload.$(printf 'bench-signature' | b64url)"
-printf '%s' "$TOKEN" > "$TMP/token"
-chmod 600 "$TMP/token"
-
-# ---------------------------------------------------------------------------------------------
-# Upstream: nginx, one worker, HTTPS with keep-alive; /1k and /1m static; PUT /upload reads the
-# whole body (the proxy module reads it before contacting its upstream) and answers 200 "ok".
-# It answers 401 unless the request carries the bearer token, so a proxy that does not inject
-# it shows up as wrk status errors.
-
-WWW="$TMP/www"
-mkdir -p "$WWW"
-head -c 1024 /dev/zero | tr '\0' 'a' > "$WWW/1k"
-head -c 1048576 /dev/zero | tr '\0' 'b' > "$WWW/1m"
-chmod 755 "$WWW"
-chmod 644 "$WWW/1k" "$WWW/1m"
-
-free_port UP_PORT
-free_port SINK_PORT
+bench_make_pki_and_token
+bench_make_upstream
 free_port NGINX_PORT
 free_port NGINX_STREAM_PORT
 free_port MIPROXY_PORT
-
-nginx_common() {  # nginx_common DIR
-  local d=$1
-  mkdir -p "$d/tmp"
-  cat <<EOF
-worker_processes 1;
-master_process on;
-daemon off;
-pid $d/nginx.pid;
-error_log $d/error.log warn;
-events { worker_connections 4096; }
-EOF
-}
-
-nginx_temp_paths() {  # nginx_temp_paths DIR
-  local d=$1
-  cat <<EOF
-  client_body_temp_path $d/tmp/body;
-  proxy_temp_path $d/tmp/proxy;
-  fastcgi_temp_path $d/tmp/fastcgi;
-  uwsgi_temp_path $d/tmp/uwsgi;
-  scgi_temp_path $d/tmp/scgi;
-EOF
-}
-
-UP_DIR="$TMP/upstream"
-mkdir -p "$UP_DIR"
-{
-  nginx_common "$UP_DIR"
-  cat <<EOF
-http {
-  access_log off;
-$(nginx_temp_paths "$UP_DIR")
-  default_type application/octet-stream;
-  keepalive_requests 1000000;
-  keepalive_timeout 300s;
-  upstream sink {
-    server 127.0.0.1:$SINK_PORT;
-    keepalive 16;
-  }
-  server {
-    listen 127.0.0.1:$UP_PORT ssl;
-    ssl_certificate $PKI/server.pem;
-    ssl_certificate_key $PKI/server.key;
-    ssl_protocols TLSv1.2 TLSv1.3;
-    ssl_session_cache shared:bench_up:1m;
-    root $WWW;
-    if (\$http_authorization != "Bearer $TOKEN") {
-      return 401;
-    }
-    location / {
-    }
-    location = /upload {
-      client_max_body_size 2m;
-      client_body_buffer_size 2m;
-      proxy_pass_request_body off;
-      proxy_set_header Content-Length "";
-      proxy_set_header Authorization "";
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_pass http://sink/ok;
-    }
-  }
-  server {
-    listen 127.0.0.1:$SINK_PORT;
-    keepalive_requests 1000000;
-    location / {
-      return 200 "ok\n";
-    }
-  }
-}
-EOF
-} > "$UP_DIR/nginx.conf"
 
 # Comparator: nginx, one worker, keep-alive TLS pool to the upstream, static bearer header.
 NG_DIR="$TMP/nginx-proxy"
@@ -420,25 +238,7 @@ EOF
 
 MP_DIR="$TMP/miproxy"
 mkdir -p "$MP_DIR"
-cat > "$MP_DIR/miproxy.json" <<EOF
-{
-  "listeners": [ { "address": "127.0.0.1:$MIPROXY_PORT" } ],
-  "workers": 1,
-  "log": { "level": "warn" },
-  "tls": { "ca_file": "$CA" },
-  "identities": { "t": { "type": "token_file", "path": "$TMP/token" } },
-  "routes": [
-    {
-      "name": "bench",
-      "match": { "path_prefix": "/" },
-      "upstream": "https://127.0.0.1:$UP_PORT",
-      "identity": "t",
-      "scope": "https://storage.azure.com/.default",
-      "tls": { "ca_file": "$CA" }
-    }
-  ]
-}
-EOF
+bench_write_miproxy_config "$MP_DIR/miproxy.json" "$MIPROXY_PORT" 1
 
 # ---------------------------------------------------------------------------------------------
 # Start.
@@ -446,19 +246,6 @@ EOF
 UP_PID=""; NG_PID=""; MP_PID=""
 UP_PIDS=(); NG_PIDS=(); MP_PIDS=()
 
-start_nginx() {  # start_nginx DIR PORT -> sets STARTED_NGINX_PID
-  local d=$1 port=$2 pid w
-  "$NGINX" -p "$d" -c "$d/nginx.conf" -e "$d/error.log" > "$d/stdout.log" 2>&1 &
-  pid=$!
-  STARTED_PIDS+=("$pid")
-  if ! wait_port "$port" "$pid" 10; then
-    echo "run.sh: nginx in $d did not start; its error log:" >&2
-    tail -n 20 "$d/error.log" "$d/stdout.log" >&2 || true
-    exit 1
-  fi
-  for w in $(child_pids "$pid"); do STARTED_PIDS+=("$w"); done
-  STARTED_NGINX_PID=$pid
-}
 
 start_nginx "$UP_DIR" "$UP_PORT"; UP_PID=$STARTED_NGINX_PID
 start_nginx "$NG_DIR" "$NGINX_PORT"; NG_PID=$STARTED_NGINX_PID
