@@ -294,6 +294,7 @@ printf ' syscalls: strace -c -f, separate run of the plain binary)\n'
 
 mkdir -p "$OUTDIR"
 JSON="$OUTDIR/profile-$TS.json"
+[[ -e "$JSON" ]] && JSON="$OUTDIR/profile-$TS-$$.json"   # two runs started in the same second
 json_str() { printf '"%s"' "$(printf '%s' "$1" | sed 's/\\/\\\\/g; s/"/\\"/g')"; }
 {
   printf '{\n'
@@ -326,11 +327,26 @@ if [[ -n "$BREAKDOWN" ]]; then
     awk -v top="$TOP" -v r="${REQS[$k]}" '
       /^-+$/ { sep++; next }
       sep >= 3 && NF >= 2 && $1 ~ /^[0-9,]+$/ && n < top {
-        ir = $1; gsub(",", "", ir); n++
+        ir = $1; gsub(",", "", ir)
+        # Thread start, uv_run and the like contain everything: print the total once.
+        if (total == "") total = ir; else if (ir >= 0.99 * total) next
+        n++
         line = $0; sub(/^ *[0-9,]+ +(\([^)]*\) +)?/, "", line)
         printf "%12.0f /req  %s\n", ir / r, substr(line, 1, 140)
       }'
-  cp "${DUMP[$k]}" "$OUTDIR/profile-$TS-$k.callgrind"
+  printf '\ntop %d functions by their own (exclusive) instructions, %s:\n' "$TOP" "$BREAKDOWN"
+  callgrind_annotate --threshold=100 "${DUMP[$k]}" 2>/dev/null |
+    awk -v top="$TOP" -v r="${REQS[$k]}" '
+      /^-+$/ { sep++; next }
+      sep >= 3 && NF >= 2 && $1 ~ /^[0-9,]+$/ && n < top {
+        ir = $1; gsub(",", "", ir)
+        # PROGRAM TOTALS was printed above; thread-entry frames repeat it.
+        if (total == "") { total = ir; next } else if (ir >= 0.99 * total) next
+        n++
+        line = $0; sub(/^ *[0-9,]+ +(\([^)]*\) +)?/, "", line)
+        printf "%12.0f /req  %s\n", ir / r, substr(line, 1, 140)
+      }'
+  cp "${DUMP[$k]}" "${JSON%.json}-$k.callgrind"
   printf '(full dump: %s; open it with callgrind_annotate or kcachegrind)\n' \
-    "$OUTDIR/profile-$TS-$k.callgrind"
+    "${JSON%.json}-$k.callgrind"
 fi
