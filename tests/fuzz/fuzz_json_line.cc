@@ -61,8 +61,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     std::fprintf(stderr, "JsonLine wrote invalid JSON: %s\n", out.c_str());
     std::abort();
   }
-  // Keys may repeat (the last one wins in the DOM), so compare values of the last occurrence.
-  for (size_t i = 0; i + 1 < fields.size(); i += 2) {
+  // Keys may repeat (the last one wins in the DOM), so compare values of the last occurrence;
+  // a repaired invalid key may equal a valid one, so compare only when every key is valid.
+  bool keys_valid = true;
+  for (size_t i = 0; i + 1 < fields.size(); i += 2) keys_valid = keys_valid && valid_utf8(fields[i]);
+  for (size_t i = 0; keys_valid && i + 1 < fields.size(); i += 2) {
     if (!valid_utf8(fields[i]) || !valid_utf8(fields[i + 1])) continue;
     if (fields[i + 1].size() == 1 && fields[i + 1][0] == '#') continue;
     bool last = true;
