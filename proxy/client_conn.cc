@@ -337,8 +337,39 @@ int ClientConn::on_headers_complete() {
   if (headers_.find(HeaderToken::EXPECT, &expect)) {
     expect_continue_ = iequals(expect, "100-continue");
   }
+  // Framing is judged here, before any exchange exists: llhttp 8.1 reports an unknown
+  // Transfer-Encoding only after this callback, when the head would already be upstream.
+  if (const char* why = framing_error()) {
+    respond_error(400, "BadRequest", std::string("malformed HTTP request: ") + why, true);
+    return HPE_PAUSED;
+  }
   int rc = start_exchange();
   return rc;
+}
+
+const char* ClientConn::framing_error() const {
+  size_t te = headers_.count(HeaderToken::TRANSFER_ENCODING);
+  size_t cl = headers_.count(HeaderToken::CONTENT_LENGTH);
+  if (te > 1) return "more than one Transfer-Encoding header";
+  if (te == 1) {
+    std::string_view v;
+    headers_.find(HeaderToken::TRANSFER_ENCODING, &v);
+    while (!v.empty() && (v.front() == ' ' || v.front() == '\t')) v.remove_prefix(1);
+    // Only "chunked" alone is understood; miproxy never drops or adds a coding (RFC 9112 6.3).
+    if (!iequals(v, "chunked")) return "Transfer-Encoding other than chunked";
+    if (cl > 0) return "Content-Length together with Transfer-Encoding";
+    if (http_minor_ == 0) return "Transfer-Encoding in an HTTP/1.0 request";
+  }
+  if (cl > 1) return "more than one Content-Length header";
+  if (cl == 1) {
+    std::string_view v;
+    headers_.find(HeaderToken::CONTENT_LENGTH, &v);
+    if (v.empty() || v.size() > 18) return "invalid or oversized Content-Length";
+    for (char c : v) {
+      if (c < '0' || c > '9') return "invalid Content-Length";
+    }
+  }
+  return nullptr;
 }
 
 int ClientConn::start_exchange() {

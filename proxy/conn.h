@@ -84,6 +84,8 @@ class ClientConn : public Transport::Handler {
   void log_request(const Exchange* ex, int status, std::string_view error_code);
   void retire_exchange();
   bool has_request_body() const;
+  // Why the request's framing headers are refused (RFC 9112 section 6), or nullptr.
+  const char* framing_error() const;
   int start_exchange();
 
   Worker& worker_;
