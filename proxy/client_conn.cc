@@ -536,8 +536,7 @@ int ClientConn::start_exchange() {
   h.append(" HTTP/1.1\r\n");
   append_header(h, "Host", p.upstream.authority());
 
-  std::string_view connection_list;
-  bool has_connection = headers_.find(HeaderToken::CONNECTION, &connection_list) != nullptr;
+  bool has_connection = headers_.count(HeaderToken::CONNECTION) > 0;
   bool has_request_id = false;
   std::string_view client_version;
   bool has_version = false;
@@ -547,9 +546,11 @@ int ClientConn::start_exchange() {
     std::string_view name = headers_.name(i);
     if (is_hop_by_hop(t) || t == HeaderToken::HOST || t == HeaderToken::AUTHORIZATION) continue;
     if (t == HeaderToken::CONTENT_LENGTH && p.chunked_body) continue;
-    if (has_connection && t == HeaderToken::OTHER && connection_lists(connection_list, name)) {
+    if (has_connection && t == HeaderToken::OTHER && headers_.connection_lists_name(name)) {
       continue;
     }
+    // Expect means nothing in HTTP/1.0 and is not forwarded for such a client (RFC 9110 §10.1.1).
+    if (t == HeaderToken::EXPECT && http_minor_ == 0) continue;
     if (t == HeaderToken::X_MS_VERSION && cr.storage) {
       client_version = headers_.value(i);
       has_version = true;

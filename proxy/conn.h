@@ -58,6 +58,7 @@ class ClientConn : public Transport::Handler {
   // |close| (or the request body was not consumed), closes after the write.
   void respond_error(Error error, const std::string& message, bool close);
   bool client_keep_alive() const { return keep_alive_; }
+  bool expects_continue() const { return expect_continue_; }
   // Runs the connection's timer for the current exchange's response timeout.
   void arm_response_timer(double seconds);
   void stop_timer();

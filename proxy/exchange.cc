@@ -482,7 +482,9 @@ int Exchange::on_header_value_complete() {
 int Exchange::on_headers_complete() {
   int status = llhttp_get_status_code(&rparser_);
   if (status < 200) {
-    if (status == 100 && client_.transport()) {
+    // Only an HTTP/1.1 client that asked for it gets "100 Continue" (RFC 9110 §10.1.1).
+    if (status == 100 && client_.transport() && client_.http_minor() >= 1 &&
+        client_.expects_continue()) {
       // Relay "100 Continue" so a client using Expect: 100-continue sends its body.
       static constexpr std::string_view k100 = "HTTP/1.1 100 Continue\r\n\r\n";
       client_.transport()->write(k100.data(), k100.size());
@@ -522,14 +524,15 @@ int Exchange::on_headers_complete() {
   h.push_back(' ');
   h.append(reason_.empty() ? reason_phrase(status) : std::string_view(reason_));
   h.append("\r\n");
-  std::string_view connection_list;
-  bool has_connection = rheaders_.find(HeaderToken::CONNECTION, &connection_list) != nullptr;
+  bool has_connection = rheaders_.count(HeaderToken::CONNECTION) > 0;
   for (size_t i = 0; i < rheaders_.size(); ++i) {
     HeaderToken t = rheaders_.token(i);
     if (is_hop_by_hop(t)) continue;
-    if (t == HeaderToken::CONTENT_LENGTH && (rechunk_ || close_delimited_)) continue;
-    if (has_connection && t == HeaderToken::OTHER &&
-        connection_lists(connection_list, rheaders_.name(i))) {
+    // A 204 has no content, and says no Content-Length (RFC 9110 §8.6).
+    if (t == HeaderToken::CONTENT_LENGTH && (rechunk_ || close_delimited_ || status == 204)) {
+      continue;
+    }
+    if (has_connection && t == HeaderToken::OTHER && rheaders_.connection_lists_name(rheaders_.name(i))) {
       continue;
     }
     h.append(rheaders_.name(i));

@@ -206,6 +206,15 @@ bool HeaderList::find_name(std::string_view n, std::string_view* out) const {
   return false;
 }
 
+bool HeaderList::connection_lists_name(std::string_view name) const {
+  for (size_t i = 0; i < entries_.size(); ++i) {
+    if (entries_[i].token == HeaderToken::CONNECTION && connection_lists(value(i), name)) {
+      return true;
+    }
+  }
+  return false;
+}
+
 bool connection_lists(std::string_view list, std::string_view name) {
   size_t pos = 0;
   while (pos <= list.size()) {

@@ -59,6 +59,9 @@ class HeaderList {
   const std::string_view* find(HeaderToken token, std::string_view* out) const;
   // Number of headers with |token|.
   size_t count(HeaderToken token) const;
+  // True when any Connection header (there may be several) lists |name| (RFC 9110 §7.6.1: the
+  // names it lists are hop-by-hop and are not forwarded).
+  bool connection_lists_name(std::string_view name) const;
   // Case-insensitive lookup for names without a token.
   bool find_name(std::string_view name, std::string_view* out) const;
   size_t bytes() const { return arena_.size(); }

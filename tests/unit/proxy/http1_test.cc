@@ -106,3 +106,18 @@ TEST_CASE("percent-encoded SAS parameter names are recognised", "[http1]") {
   CHECK(redact_query("/c/b?comp=list&s%69g=zz") == "/c/b?comp=list&s%69g=REDACTED");
   CHECK(strip_sas_params("/c?x=%zz") == "/c?x=%zz");
 }
+
+TEST_CASE("connection_lists_name reads every Connection header", "[http1]") {
+  miproxy::proxy::HeaderList h;
+  auto add = [&](std::string_view n, std::string_view v) {
+    h.append_name(n.data(), n.size());
+    h.append_value(v.data(), v.size());
+    h.finish_value();
+  };
+  add("Connection", "keep-alive, X-A");
+  add("X-A", "1");
+  add("connection", " x-b ");
+  CHECK(h.connection_lists_name("x-a"));
+  CHECK(h.connection_lists_name("X-B"));
+  CHECK_FALSE(h.connection_lists_name("X-C"));
+}
