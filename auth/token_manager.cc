@@ -389,29 +389,21 @@ class TokenManager::Slot final : public TokenSlot, public std::enable_shared_fro
 
   void on_success(TokenData data, const std::string& name, Clock::time_point now,
                   Clock::duration latency, bool refresh) {
-    if (!is_b64token(data.access_token.reveal())) {
-      SourceError error{name + " returned an access_token with characters outside the bearer-token "
-                               "set (RFC 6750 b64token); refused, nothing was sent",
-                        0,
-                        true,
-                        std::nullopt,
-                        seconds(0),
-                        false};
+    // A token the endpoint sent but miproxy will not serve: a retryable failure like any other.
+    auto refuse = [&](std::string why) {
+      SourceError error{name + " returned " + why, 0, true, std::nullopt, seconds(0), false};
       on_failure(std::move(error), name, now, latency, refresh);
+    };
+    if (!is_b64token(data.access_token.reveal())) {
+      refuse("an access_token with characters outside the bearer-token set (RFC 6750 b64token); "
+             "refused, nothing was sent");
       return;
     }
     Clock::duration lifetime = data.expires_at - now;
-    if (lifetime <= Clock::duration::zero() ||
-        now >= data.expires_at - margin_for(lifetime)) {
+    if (lifetime <= Clock::duration::zero() || now >= data.expires_at - margin_for(lifetime)) {
       auto left = duration_cast<seconds>(data.expires_at - now).count();
-      SourceError error{name + " returned a token that expires in " + std::to_string(left) +
-                            " s, already expired or within its safety margin",
-                        0,
-                        true,
-                        std::nullopt,
-                        seconds(0),
-                        false};
-      on_failure(std::move(error), name, now, latency, refresh);
+      refuse("a token that expires in " + std::to_string(left) +
+             " s, already expired or within its safety margin");
       return;
     }
     auto token = std::make_shared<AccessToken>();
