@@ -4,6 +4,7 @@
 #   scripts/fuzz.sh                       every target, 30 s each
 #   scripts/fuzz.sh --seconds 600 http1   one target for ten minutes
 #   scripts/fuzz.sh --list                the target names
+#   scripts/fuzz.sh --seconds 1200 --runs 10000000   a campaign: stop at 10M executions or 20 min
 # The seed corpus (tests/fuzz/corpus/<target>/) is copied to a scratch directory, so new inputs
 # the fuzzer finds never land in the repository. Exits non-zero on any finding (crash, leak,
 # timeout, out-of-memory, UBSan report); the input is kept under the scratch directory, whose
@@ -13,6 +14,7 @@ set -euo pipefail
 repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 build_dir="$repo_root/build-fuzz"
 seconds=30
+runs=-1
 targets=()
 list=0
 
@@ -20,8 +22,10 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --seconds) seconds="$2"; shift 2 ;;
     --seconds=*) seconds="${1#*=}"; shift ;;
+    --runs) runs="$2"; shift 2 ;;
+    --runs=*) runs="${1#*=}"; shift ;;
     --list) list=1; shift ;;
-    -h|--help) sed -n '2,11p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,12p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
     -*) echo "fuzz.sh: unknown option $1" >&2; exit 2 ;;
     *) targets+=("${1#fuzz_}"); shift ;;
   esac
@@ -72,7 +76,7 @@ for t in "${targets[@]}"; do
   if [ -d "$repo_root/tests/fuzz/corpus/$t" ]; then
     cp -r "$repo_root/tests/fuzz/corpus/$t/." "$work/corpus/"
   fi
-  args=(-max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -max_len=65536
+  args=(-max_total_time="$seconds" -runs="$runs" -timeout=10 -rss_limit_mb=2048 -max_len=65536
         -print_final_stats=1 -artifact_prefix="$work/artifacts/")
   if [ -f "$repo_root/tests/fuzz/$t.dict" ]; then
     args+=(-dict="$repo_root/tests/fuzz/$t.dict")
