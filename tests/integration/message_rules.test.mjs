@@ -1,6 +1,7 @@
 // Small RFC 9110 rules on forwarded messages (issue 8, item 9): the names listed in every
 // Connection header are dropped (not only the first header's), a 204 reaches the client without
-// Content-Length.
+// Content-Length, and `100 Continue` goes only to an HTTP/1.1 client that sent
+// `Expect: 100-continue` (an HTTP/1.0 client's Expect is not forwarded either).
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import {
@@ -18,9 +19,14 @@ describe('message rules', () => {
     const cert = issueCert(fx.ca, { dns: ['localhost'], ip: ['127.0.0.1'], name: 'msgrules' });
     upstream = await startTlsServer({ cert: cert.cert, key: cert.key, handler: (req, res, record) => {
       if (req.url === '/no-content') {
-        // node would not write Content-Length on a 204 by itself: write the head raw.
-        req.socket.write('HTTP/1.1 204 No Content\r\nContent-Length: 0\r\nX-Seen: 1\r\n\r\n');
+        // node would not write Content-Length on a 204 by itself: write the head raw, and end
+        // the connection (node's own response object never finishes, so it would hold back any
+        // later request miproxy sends on this pooled connection).
+        req.socket.end('HTTP/1.1 204 No Content\r\nContent-Length: 0\r\nX-Seen: 1\r\n\r\n');
         return undefined;
+      }
+      if (req.url === '/continue') {
+        res.writeContinue();  // unasked for: the client did not send Expect
       }
       return upstreamHandler(req, res, record);
     } });
@@ -62,5 +68,19 @@ describe('message rules', () => {
     assert.equal(res.status, 204);
     assert.equal(res.headers['x-seen'], '1');
     assert.equal(res.headers['content-length'], undefined);
+  });
+
+  test('no 100 Continue to a client that did not ask for it', async () => {
+    const res = await exchange('GET /continue HTTP/1.1\r\nHost: echo.test\r\n\r\n');
+    assert.equal(res.status, 200, 'the first response the client reads is the final one');
+  });
+
+  test('an HTTP/1.0 client\'s Expect is not forwarded, and it gets no 100', async () => {
+    const res = await exchange('PUT /echo/old HTTP/1.0\r\nHost: echo.test\r\nExpect: 100-continue\r\n' +
+      'Content-Length: 4\r\n\r\nAAAA');
+    assert.equal(res.status, 200);
+    const seen = upstream.requests.find((r) => r.url === '/echo/old');
+    assert.equal(seen.headers.expect, undefined);
+    assert.equal(seen.bodyLength, 4);
   });
 });
