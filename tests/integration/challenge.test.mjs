@@ -212,3 +212,57 @@ describe('CAE claims challenge', () => {
     challengeNext = 0;
   });
 });
+
+// Issue 8, item 6: on a `https://{host}` route the learned scope belongs to the upstream host,
+// never to the route. Two names resolve to the same loopback vault (a private /etc/hosts, see
+// startMiproxy's `hosts`), which challenges with each Host's own resource, as Key Vault does.
+describe('scope "auto" on a {host} route is learned per upstream host', () => {
+  let fx; let imds; let vault; let proxy; let port;
+  const NAMES = ['kv-a.miproxy.test', 'kv-b.miproxy.test'];
+
+  before(async () => {
+    requireBinary();
+    fx = makeFixture('miproxy-challenge-hosts-');
+    const cert = issueCert(fx.ca, { dns: NAMES, ip: ['127.0.0.1'], name: 'kv-hosts' });
+    imds = await startDevImds({ port: 0 });
+    vault = await startTlsServer({ cert: cert.cert, key: cert.key, handler: (req, res, record) => {
+      const host = String(req.headers.host).split(':')[0];
+      return keyVault(`https://${host}`)(req, res, record);
+    } });
+    const built = await proxyConfig({
+      caFile: fx.ca.certPath,
+      identities: { vm: { type: 'managed_identity', source: 'imds', endpoint: imds.tokenUrl } },
+      routes: [{ name: 'vaults', match: { host: '*.miproxy.test' },
+        upstream: `https://{host}:${vault.port}`, identity: 'vm', scope: 'auto' }],
+    });
+    port = built.port;
+    proxy = await startMiproxy({ config: built.config, hosts: [`127.0.0.1 ${NAMES.join(' ')}`] });
+  });
+
+  after(async () => {
+    requireBinary();
+    await proxy?.stop();
+    await Promise.all([vault?.close(), imds?.close()]);
+    fx?.cleanup();
+  });
+
+  it('each host gets a token for its own resource, learned from its own challenge', async () => {
+    for (const name of [...NAMES, ...NAMES]) {
+      const r = await httpRequest({ port, path: '/secrets/db-password?api-version=7.4',
+        headers: { host: name } });
+      assert.equal(r.status, 200, `${name}: ${r.body.toString()}`);
+      assert.equal(r.json().value, 'hunter2');
+    }
+    const byHost = (name) => vault.requests.filter((q) => String(q.headers.host).startsWith(name));
+    for (const name of NAMES) {
+      const seen = byHost(name);
+      assert.equal(seen.length, 3, `${name}: one token-less probe, then two requests with a token`);
+      assert.equal(seen[0].headers.authorization, undefined);
+      for (const q of seen.slice(1)) {
+        assert.equal(decodeJwt(q.headers.authorization.slice(7)).aud, `https://${name}`,
+          `${name} received a token for its own resource only`);
+      }
+    }
+    assert.equal(imds.count().count, 2, 'one token request per learned scope');
+  });
+});

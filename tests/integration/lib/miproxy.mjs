@@ -65,15 +65,27 @@ function tcpPort(address) {
 //   exited: Promise<{code, signal}>, isAlive(),
 //   stop(signal = 'SIGTERM') -> Promise<{code, signal}> (SIGKILL after `killAfterMs`),
 // }
+// |hosts|: extra "address name..." lines; miproxy then runs in a mount namespace of its own whose
+// /etc/hosts is localhost plus those lines (`unshare -rm`, then exec: the PID stays miproxy's),
+// so tests can give several upstream names to loopback servers without touching the machine.
 export async function startMiproxy({ config, env = process.env, args = [],
-  readyTimeoutMs = 30000, killAfterMs = 60000 } = {}) {
+  readyTimeoutMs = 30000, killAfterMs = 60000, hosts } = {}) {
   requireBinary();
   const dir = mkdtempSync(join(tmpdir(), 'miproxy-run-'));
   const configPath = join(dir, 'miproxy.json');
   writeFileSync(configPath, JSON.stringify(config, null, 2));
   // stdout and stderr also go to the suite's log directory for the secret scan (testlog.mjs).
   const log = processLog('miproxy');
-  const proc = spawnProcess(MIPROXY_BIN, ['run', '--config', configPath, ...args], { env,
+  let command = MIPROXY_BIN;
+  let argv = ['run', '--config', configPath, ...args];
+  if (hosts) {
+    const hostsPath = join(dir, 'hosts');
+    writeFileSync(hostsPath, ['127.0.0.1 localhost', '::1 localhost', ...hosts, ''].join('\n'));
+    argv = ['-rm', 'sh', '-c', 'mount --bind "$1" /etc/hosts && shift && exec "$@"', 'sh', hostsPath,
+      command, ...argv];
+    command = 'unshare';
+  }
+  const proc = spawnProcess(command, argv, { env,
     onStdout: log.stdout, onStderr: log.stderr });
   const ports = (config.listeners ?? []).map((l) => tcpPort(l.address)).filter(Boolean);
   if (config.admin?.address) {
