@@ -3,15 +3,11 @@
 #include <cctype>
 
 #include "auth/jwt.h"
+#include "base/ascii.h"
 
 namespace miproxy::auth {
 namespace {
 
-std::string lower(std::string_view s) {
-  std::string out(s);
-  for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return out;
-}
 
 }  // namespace
 
@@ -19,7 +15,7 @@ std::optional<BearerChallenge> parse_bearer_challenge(std::string_view h) {
   // Find "Bearer" as a scheme token.
   size_t pos = 0;
   while (true) {
-    size_t b = lower(h).find("bearer", pos);
+    size_t b = to_lower(h).find("bearer", pos);
     if (b == std::string::npos) return std::nullopt;
     bool start_ok = b == 0 || h[b - 1] == ' ' || h[b - 1] == ',';
     bool end_ok = b + 6 == h.size() || h[b + 6] == ' ';
@@ -35,7 +31,7 @@ std::optional<BearerChallenge> parse_bearer_challenge(std::string_view h) {
     while (pos < h.size() && (h[pos] == ' ' || h[pos] == ',' || h[pos] == '\t')) ++pos;
     size_t eq = h.find('=', pos);
     if (eq == std::string_view::npos) break;
-    std::string name = lower(h.substr(pos, eq - pos));
+    std::string name = to_lower(h.substr(pos, eq - pos));
     // A new scheme ("Basic realm=..") ends this challenge.
     if (name.find(' ') != std::string::npos) break;
     pos = eq + 1;
@@ -108,7 +104,7 @@ std::string scope_from_challenge(const BearerChallenge& c, std::string_view upst
   }
   // An https URL whose authority is a host name and an optional port: no userinfo
   // ("https://graph.microsoft.com@localhost" names graph, not localhost), no query or fragment.
-  if (lower(scope.substr(0, 8)) != "https://" ||
+  if (to_lower(scope.substr(0, 8)) != "https://" ||
       scope.find_first_of("@?#\\") != std::string::npos) {
     return "";
   }
@@ -123,7 +119,7 @@ std::string scope_from_challenge(const BearerChallenge& c, std::string_view upst
       return "";
     }
   }
-  std::string host = lower(authority);
+  std::string host = to_lower(authority);
   if (host.empty() || host.front() == '.' || host.back() == '.' ||
       host.find("..") != std::string::npos ||
       host.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789-.") != std::string::npos) {
@@ -131,7 +127,7 @@ std::string scope_from_challenge(const BearerChallenge& c, std::string_view upst
   }
   // Within the upstream host's domain: the host itself, or a parent domain of it with at least
   // two labels ("vault.azure.net" for "kv.vault.azure.net"; never a bare "net").
-  std::string up = lower(upstream_host);
+  std::string up = to_lower(upstream_host);
   if (up == host) return scope;
   if (host.find('.') != std::string::npos && up.size() > host.size() &&
       up.ends_with("." + host)) {

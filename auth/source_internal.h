@@ -11,13 +11,14 @@
 
 #include "auth/http_fetcher.h"
 #include "auth/source.h"
+#include "base/ascii.h"
 #include "config/config.h"
 
 namespace miproxy::auth::detail {
 
 // First header named |name| (ASCII case-insensitive), or "".
 std::string header_value(const FetchResponse& response, std::string_view name);
-bool iequals(std::string_view a, std::string_view b);
+using miproxy::iequals;
 
 // §0.1: removes exactly one trailing "/.default" ("https://x//.default" -> "https://x/").
 std::string scope_to_resource(const std::string& scope);

@@ -13,6 +13,7 @@
 #include <string_view>
 #include <vector>
 
+#include "base/ascii.h"
 #include "config/config.h"
 
 namespace miproxy::config::schema {
@@ -136,8 +137,8 @@ bool is_token(std::string_view text);     // RFC 9110 token (header names, metho
 // An absolute http(s) URL with a host; |https_only| refuses http. No userinfo or fragment.
 bool is_http_url(std::string_view text, bool https_only, std::string* error);
 
-std::string to_lower(std::string_view text);
-std::string to_upper(std::string_view text);
+using miproxy::to_lower;
+using miproxy::to_upper;
 
 // JSON-ish quoting for messages: "name".
 std::string quote(std::string_view text);

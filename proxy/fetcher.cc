@@ -8,6 +8,7 @@
 #include <string>
 #include <string_view>
 
+#include "base/ascii.h"
 #include "base/guard.h"
 
 namespace miproxy::proxy {
@@ -23,19 +24,6 @@ struct ParsedUrl {
   std::string target;   // path and query
   std::string display;  // scheme://authority/path, no query (for messages)
 };
-
-bool iequals(std::string_view a, std::string_view b) {
-  if (a.size() != b.size()) {
-    return false;
-  }
-  for (size_t i = 0; i < a.size(); ++i) {
-    if (std::tolower(static_cast<unsigned char>(a[i])) !=
-        std::tolower(static_cast<unsigned char>(b[i]))) {
-      return false;
-    }
-  }
-  return true;
-}
 
 std::optional<ParsedUrl> parse_url(std::string_view url) {
   ParsedUrl out;

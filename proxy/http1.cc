@@ -9,7 +9,6 @@
 namespace miproxy::proxy {
 namespace {
 
-inline char lower(char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c + 32) : c; }
 
 struct TokenName {
   std::string_view name;
@@ -97,20 +96,6 @@ bool is_secret_param_decoded(std::string_view name) {
 }
 
 }  // namespace
-
-bool iequals(std::string_view a, std::string_view b) {
-  if (a.size() != b.size()) return false;
-  for (size_t i = 0; i < a.size(); ++i) {
-    if (lower(a[i]) != lower(b[i])) return false;
-  }
-  return true;
-}
-
-std::string to_lower(std::string_view s) {
-  std::string out(s);
-  for (char& c : out) c = lower(c);
-  return out;
-}
 
 HeaderToken classify_header(std::string_view name) {
   for (const auto& t : kTokens) {

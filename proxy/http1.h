@@ -10,6 +10,8 @@
 #include <string_view>
 #include <vector>
 
+#include "base/ascii.h"
+
 namespace miproxy::proxy {
 
 // Header names the proxy treats specially, recognised once when a header is stored so the
@@ -36,8 +38,8 @@ enum class HeaderToken : uint8_t {
 HeaderToken classify_header(std::string_view name);
 // Connection, Keep-Alive, Proxy-*, TE, Trailer, Transfer-Encoding, Upgrade.
 bool is_hop_by_hop(HeaderToken token);
-bool iequals(std::string_view a, std::string_view b);
-std::string to_lower(std::string_view s);
+using miproxy::iequals;
+using miproxy::to_lower;
 
 // Headers copied out of the parser's read buffers into one arena. llhttp may deliver a name or
 // value in several pieces (across reads); append_* concatenate until finish_*(). Cleared per

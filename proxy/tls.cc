@@ -23,6 +23,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "base/ascii.h"
 #include "base/guard.h"
 #include "proxy/metrics.h"
 #include "proxy/tls_stream.h"
@@ -160,7 +161,7 @@ std::string normalize_pin(const std::string& pin) {
     if (!std::isxdigit(static_cast<unsigned char>(c))) {
       return "";
     }
-    out.push_back(static_cast<char>(std::tolower(static_cast<unsigned char>(c))));
+    out.push_back(ascii_lower(c));
   }
   return out.size() == 40 ? out : "";
 }

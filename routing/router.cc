@@ -2,32 +2,13 @@
 
 #include <algorithm>
 
+#include "base/ascii.h"
 namespace miproxy::routing {
 
 namespace {
 
-char lower(char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c; }
-
-bool iequals(std::string_view a, std::string_view b) {
-  if (a.size() != b.size()) {
-    return false;
-  }
-  for (size_t i = 0; i < a.size(); ++i) {
-    if (lower(a[i]) != lower(b[i])) {
-      return false;
-    }
-  }
-  return true;
-}
-
 bool iends_with(std::string_view text, std::string_view suffix) {
   return text.size() >= suffix.size() && iequals(text.substr(text.size() - suffix.size()), suffix);
-}
-
-std::string lowered(std::string_view text) {
-  std::string out(text);
-  std::transform(out.begin(), out.end(), out.begin(), lower);
-  return out;
 }
 
 // The host part of a Host header or authority, without port, brackets or trailing dot; not
@@ -85,10 +66,10 @@ bool is_dot_segment(std::string_view segment) {
     if (segment[i] == '.') {
       ++i;
     } else if (segment.size() - i >= 3 && segment[i] == '%' && segment[i + 1] == '2' &&
-               lower(segment[i + 2]) == 'e') {
+               ascii_lower(segment[i + 2]) == 'e') {
       i += 3;
     } else if (segment[i] == ';' || (segment.size() - i >= 3 && segment[i] == '%' &&
-                                     segment[i + 1] == '3' && lower(segment[i + 2]) == 'b')) {
+                                     segment[i + 1] == '3' && ascii_lower(segment[i + 2]) == 'b')) {
       break;
     } else {
       return false;
@@ -128,7 +109,7 @@ Table::Table(std::shared_ptr<const config::Config> config) : config_(std::move(c
   for (const auto& route : config_->routes) {
     CompiledRoute c;
     c.route = &route;
-    std::string host = lowered(route.match_host);
+    std::string host = to_lower(route.match_host);
     if (host.starts_with("*.")) {
       c.host_wildcard = true;
       c.host_suffix = host.substr(1);
@@ -223,7 +204,7 @@ std::string upstream_path(const CompiledRoute& route, const Upstream& upstream,
   return out;
 }
 
-std::string normalize_host(std::string_view host) { return lowered(host_view(host)); }
+std::string normalize_host(std::string_view host) { return to_lower(host_view(host)); }
 
 bool is_storage_host(std::string_view host) {
   for (auto suffix : STORAGE_SUFFIXES) {
@@ -260,7 +241,7 @@ std::string_view path_escape(std::string_view path) {
     }
     if (path[i] == '%' && path.size() - i >= 3) {
       char a = path[i + 1];
-      char b = lower(path[i + 2]);
+      char b = ascii_lower(path[i + 2]);
       if (a == '2' && b == 'f') {
         return "an encoded '/' (%2F) in the path";
       }
