@@ -1,5 +1,8 @@
 #include "auth/jwt.h"
 
+#include <cmath>
+#include <cstdint>
+
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
@@ -170,10 +173,18 @@ std::optional<JwtClaims> decode_jwt_claims(std::string_view token) {
   }
   claims.iss = json_string_or_empty(json, "iss");
   if (auto it = json.find("exp"); it != json.end()) {
-    if (it->is_number_integer()) {
+    // Only a time a signed 64-bit count of seconds can hold: a float such as 1e300, or an
+    // unsigned above INT64_MAX, is no time at all (converting it would be undefined).
+    constexpr double kLimit = 9.2e18;
+    if (it->is_number_unsigned()) {
+      if (it->get<uint64_t>() <= static_cast<uint64_t>(INT64_MAX)) {
+        claims.exp = static_cast<int64_t>(it->get<uint64_t>());
+      }
+    } else if (it->is_number_integer()) {
       claims.exp = it->get<int64_t>();
     } else if (it->is_number_float()) {
-      claims.exp = static_cast<int64_t>(it->get<double>());
+      double d = it->get<double>();
+      if (std::isfinite(d) && d > -kLimit && d < kLimit) claims.exp = static_cast<int64_t>(d);
     }
   }
   claims.xms_mirid = json_string_or_empty(json, "xms_mirid");
