@@ -8,11 +8,7 @@ namespace miproxy::auth {
 namespace {
 
 constexpr int64_t kMaxRelative = std::numeric_limits<int32_t>::max();
-// The C++ SDK allows up to 9999-12-31T23:59:59Z (253402300799), but Clock (system_clock in
-// nanoseconds) ends in April 2262, so that is the effective limit here.
-constexpr int64_t kMaxAbsolute = std::min<int64_t>(
-    253402300799,
-    std::chrono::duration_cast<std::chrono::seconds>(Clock::duration::max()).count() - 1);
+constexpr int64_t kMaxAbsolute = kMaxPosixSeconds;
 
 // A tiny left-to-right reader for fixed date layouts.
 class Cursor {

@@ -10,6 +10,7 @@
 // effect April 2262, where Clock ends);
 // negative numbers, signs, leading zeros and garbage are rejected. Nothing is ever guessed.
 
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <expected>
@@ -21,6 +22,13 @@
 #include "auth/token.h"
 
 namespace miproxy::auth {
+
+// The last POSIX second an instant may have: year 9999 as the C++ SDK allows, but in effect
+// April 2262, where Clock (system_clock in nanoseconds) ends. Later instants are refused, since
+// converting them to a Clock::time_point would overflow.
+inline constexpr int64_t kMaxPosixSeconds = std::min<int64_t>(
+    253402300799,
+    std::chrono::duration_cast<std::chrono::seconds>(Clock::duration::max()).count() - 1);
 
 // A non-negative decimal integer that round-trips: digits only, no sign, no leading zero
 // (except "0"), at most 18 digits.

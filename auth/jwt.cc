@@ -1,4 +1,5 @@
 #include "auth/jwt.h"
+#include "auth/expiry.h"
 
 #include <cmath>
 #include <cstdint>
@@ -173,18 +174,20 @@ std::optional<JwtClaims> decode_jwt_claims(std::string_view token) {
   }
   claims.iss = json_string_or_empty(json, "iss");
   if (auto it = json.find("exp"); it != json.end()) {
-    // Only a time a signed 64-bit count of seconds can hold: a float such as 1e300, or an
-    // unsigned above INT64_MAX, is no time at all (converting it would be undefined).
-    constexpr double kLimit = 9.2e18;
+    // Only an instant a Clock::time_point can hold (0 to kMaxPosixSeconds): a float such as
+    // 1e300, an unsigned above INT64_MAX or a year-60000 exp is no time at all (converting it
+    // would be undefined behaviour).
+    constexpr auto kLimit = static_cast<double>(kMaxPosixSeconds);
     if (it->is_number_unsigned()) {
-      if (it->get<uint64_t>() <= static_cast<uint64_t>(INT64_MAX)) {
+      if (it->get<uint64_t>() <= static_cast<uint64_t>(kMaxPosixSeconds)) {
         claims.exp = static_cast<int64_t>(it->get<uint64_t>());
       }
     } else if (it->is_number_integer()) {
-      claims.exp = it->get<int64_t>();
+      int64_t n = it->get<int64_t>();
+      if (n >= 0 && n <= kMaxPosixSeconds) claims.exp = n;
     } else if (it->is_number_float()) {
       double d = it->get<double>();
-      if (std::isfinite(d) && d > -kLimit && d < kLimit) claims.exp = static_cast<int64_t>(d);
+      if (std::isfinite(d) && d >= 0 && d <= kLimit) claims.exp = static_cast<int64_t>(d);
     }
   }
   claims.xms_mirid = json_string_or_empty(json, "xms_mirid");
