@@ -24,6 +24,9 @@ const llhttp_settings_t kRequestSettings = [] {
   s.on_message_begin = [](llhttp_t* p) {
     return guard::parser_call("client: message begin", [&] { return self(p)->on_message_begin(); });
   };
+  s.on_method_complete = [](llhttp_t* p) {
+    return guard::parser_call("client: method", [&] { return self(p)->on_method_complete(); });
+  };
   s.on_url = [](llhttp_t* p, const char* at, size_t n) {
     return guard::parser_call("client: url", [&] { return self(p)->on_url(at, n); });
   };
@@ -136,7 +139,7 @@ void ClientConn::update_reading() {
   // request until the response is out) reading goes on into pending_ up to a bound: stopping
   // and restarting reads costs two epoll_ctl calls per request.
   bool want = !body_paused_ && !(parse_paused_ && pending_.size() >= kMaxPendingBytes) &&
-              !(parse_paused_ && close_after_response_) && !eof_;
+              !(parse_paused_ && close_after_response_) && !eof_ && !strict_.failed();
   if (want && !reading_) {
     transport_->read_start();
     reading_ = true;
@@ -187,18 +190,29 @@ void ClientConn::on_timer(uv_timer_t* timer) {
 void ClientConn::on_read(const char* data, size_t len) {
   if (closed_) return;
   if (lingering_) return;  // the rest of an answered request: discarded
+  if (strict_.failed()) return;  // reads are stopped; a read already under way is dropped
+  size_t acceptable = strict_.feed(data, len);
+  if (acceptable < len) {
+    // Only what precedes the refused byte goes on; the rest is never read.
+    len = acceptable;
+    update_reading();
+  }
   if (parse_paused_) {
     pending_.append(data, len);
     update_reading();
     return;
   }
-  execute(data, len);
+  static const char kNothing = 0;
+  execute(len == 0 ? &kNothing : data, len);
 }
 
 void ClientConn::execute(const char* data, size_t len) {
   llhttp_errno_t err = llhttp_execute(&parser_, data, len);
   if (closed_) return;
-  if (err == HPE_OK) return;
+  if (err == HPE_OK) {
+    if (strict_.failed()) refuse_strict();
+    return;
+  }
   if (err == HPE_PAUSED) {
     const char* pos = llhttp_get_error_pos(&parser_);
     size_t used = pos ? static_cast<size_t>(pos - data) : len;
@@ -214,12 +228,25 @@ void ClientConn::execute(const char* data, size_t len) {
     update_reading();
     return;
   }
+  refuse_malformed(err, llhttp_get_error_reason(&parser_) ? llhttp_get_error_reason(&parser_) : "");
+}
+
+void ClientConn::refuse_strict() {
+  if (head_bytes_ == 0 && !ex_) {
+    // The refused request has not begun for llhttp (its first byte was refused): what the
+    // connection remembers of the previous request must not describe it.
+    on_message_begin();
+  }
+  if (strict_.head_request()) method_ = "HEAD";
+  refuse_malformed(HPE_OK, strict_.reason());
+}
+
+void ClientConn::refuse_malformed(llhttp_errno_t err, std::string reason) {
   if (error_answered_ || (ex_ && head_bytes_ == 0)) {
     close();
     return;
   }
   Error error = Error::BAD_REQUEST;
-  std::string reason = llhttp_get_error_reason(&parser_) ? llhttp_get_error_reason(&parser_) : "";
   if (err == HPE_USER && reason.starts_with("431")) {
     error = Error::HEADERS_TOO_LARGE;
     reason = reason.substr(4);
@@ -331,6 +358,7 @@ void ClientConn::on_drain() {
 }
 
 int ClientConn::on_message_begin() {
+  ++messages_begun_;
   headers_.clear();
   url_.clear();
   method_.clear();
@@ -343,6 +371,12 @@ int ClientConn::on_message_begin() {
   bytes_in_ = 0;
   request_id_.clear();
   start_timer(worker_.snapshot()->config->limits.header_timeout);
+  return 0;
+}
+
+int ClientConn::on_method_complete() {
+  // Known before the head is: a HEAD request refused mid-head gets its 400 without a body.
+  method_ = llhttp_method_name(static_cast<llhttp_method_t>(llhttp_get_method(&parser_)));
   return 0;
 }
 
@@ -398,6 +432,13 @@ int ClientConn::on_headers_complete() {
   std::string_view expect;
   if (headers_.find(HeaderToken::EXPECT, &expect)) {
     expect_continue_ = iequals(expect, "100-continue");
+  }
+  if (strict_.failed() && strict_.messages_done() + 1 == messages_begun_) {
+    // The strict reader already refused a later byte of this request (its body arrived with
+    // the head): refused before an exchange exists, so not even the head goes upstream.
+    respond_error(Error::BAD_REQUEST, std::string("malformed HTTP request: ") + strict_.reason(),
+                  true);
+    return HPE_PAUSED;
   }
   if (std::string problem = framing_problem(); !problem.empty()) {
     // Refused before an exchange exists: nothing of this request goes upstream. (llhttp 8.1
@@ -472,6 +513,12 @@ int ClientConn::start_exchange() {
     } else {
       headers_.find(HeaderToken::HOST, &host);
     }
+  }
+  if (const char* problem = authority_problem(host)) {
+    return bad(Error::BAD_REQUEST,
+               "invalid " + std::string(url_.starts_with('/') ? "Host" : "request target authority") +
+                   " '" + std::string(host) + "': " + problem,
+               true);
   }
   if (path.empty() || path[0] != '/') return bad(Error::BAD_REQUEST, "request path must start with /", true);
 

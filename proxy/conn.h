@@ -20,6 +20,7 @@
 #include "proxy/errors.h"
 #include "proxy/http1.h"
 #include "proxy/server.h"
+#include "proxy/strict_http.h"
 #include "proxy/transport.h"
 
 namespace miproxy::proxy {
@@ -70,6 +71,7 @@ class ClientConn : public Transport::Handler {
 
   // llhttp trampolines.
   int on_message_begin();
+  int on_method_complete();
   int on_url(const char* at, size_t len);
   int on_header_field(const char* at, size_t len);
   int on_header_value(const char* at, size_t len);
@@ -80,6 +82,11 @@ class ClientConn : public Transport::Handler {
 
  private:
   void execute(const char* data, size_t len);
+  // Answers a request llhttp or the strict reader refused with 400 (431 for a limit), or just
+  // closes when that is all that is left (a response already streaming, an error answered).
+  void refuse_malformed(llhttp_errno_t err, std::string reason);
+  // The strict reader refused a byte and llhttp has consumed every byte before it.
+  void refuse_strict();
   void update_reading();
   bool output_backlogged();  // queued response bytes above the limit (counts the hit)
   void start_timer(double seconds);
@@ -123,6 +130,10 @@ class ClientConn : public Transport::Handler {
   std::string resp_out_;
   const RouteMetrics* metrics_ = nullptr;  // owned by Metrics for the process lifetime
   std::string pending_;       // bytes read while the parser was paused
+  // Every byte read goes through strict_ first; once it refuses one, reading stops, only the
+  // bytes before it reach llhttp, and when llhttp has consumed them the request gets its 400.
+  StrictRequestReader strict_;
+  uint64_t messages_begun_ = 0;  // requests llhttp has begun (the strict reader's numbering)
   bool parse_paused_ = false;
   // Parsing stopped because the client is not reading its responses (queued bytes above
   // limits.max_queued_response_bytes); on_drain resumes it.
