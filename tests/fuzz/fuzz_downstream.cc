@@ -142,7 +142,9 @@ std::vector<bool> head_requests(std::string_view bytes) {
   } s;
   llhttp_settings_t set;
   llhttp_settings_init(&set);
-  set.on_headers_complete = [](llhttp_t* p) {
+  // Once the method is read: a request refused later (a bad target, version or header) is
+  // still answered as a HEAD.
+  set.on_method_complete = [](llhttp_t* p) {
     static_cast<S*>(p->data)->heads.push_back(llhttp_get_method(p) == HTTP_HEAD);
     return 0;
   };
@@ -221,7 +223,15 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   h.on_client_write = nullptr;
   reader.feed(client->written_);
   auto finals = reader.finals();
-  if (!used_midbody_reset && reader.truncated()) fail("a response to the client was cut short", client->written_);
+  bool head_style = false;
+  if (!used_midbody_reset && reader.truncated()) {
+    // A closing error with no body at all is a HEAD-style answer to a request whose method
+    // llhttp could not finish reading ("HEA\xe5"): miproxy may know it as HEAD when we do not.
+    const ClientResponse* last = finals.empty() ? nullptr : finals.back();
+    head_style = last && last->has("x-miproxy-error") && last->body.empty() &&
+                      iequal(last->header("connection"), "close");
+    if (!head_style) fail("a response to the client was cut short", client->written_);
+  }
   // Requests that reached the upstream, by the client response they belong to.
   std::vector<const FakeTransport::Request*> upstream;
   for (const auto& f : h.fakes_) {
@@ -230,7 +240,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   for (size_t i = 0; i < finals.size(); ++i) {
     const ClientResponse& r = *finals[i];
     bool own = r.has("x-miproxy-error");
-    if (own) check_own_error(r, i < heads.size() && heads[i], client->written_);
+    bool head = (i < heads.size() && heads[i]) || (head_style && i + 1 == finals.size());
+    if (own) check_own_error(r, head, client->written_);
     if (own && r.status >= 400 && r.status < 500) {
       std::string code = r.header("x-miproxy-error");
       for (const auto* u : upstream) {
