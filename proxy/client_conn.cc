@@ -138,8 +138,10 @@ void ClientConn::update_reading() {
   // While the parser is paused (waiting for a token or connection, or holding a pipelined
   // request until the response is out) reading goes on into pending_ up to a bound: stopping
   // and restarting reads costs two epoll_ctl calls per request.
-  bool want = !body_paused_ && !(parse_paused_ && pending_.size() >= kMaxPendingBytes) &&
-              !(parse_paused_ && close_after_response_) && !eof_ && !strict_.failed();
+  // Lingering (answered, discarding the rest of the request) always reads: that is its point.
+  bool want = lingering_ ||
+              (!body_paused_ && !(parse_paused_ && pending_.size() >= kMaxPendingBytes) &&
+               !(parse_paused_ && close_after_response_) && !eof_ && !strict_.failed());
   if (want && !reading_) {
     transport_->read_start();
     reading_ = true;

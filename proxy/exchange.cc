@@ -57,6 +57,27 @@ bool is_idempotent(std::string_view method) {
          method == "PUT" || method == "DELETE";
 }
 
+// RFC 9110 §5.6.2: token = 1*tchar
+bool is_token(std::string_view s) {
+  if (s.empty()) return false;
+  for (char c : s) {
+    auto u = static_cast<unsigned char>(c);
+    bool tchar = (u >= '0' && u <= '9') || (u >= 'a' && u <= 'z') || (u >= 'A' && u <= 'Z') ||
+                 std::string_view("!#$%&'*+-.^_`|~").find(c) != std::string_view::npos;
+    if (!tchar) return false;
+  }
+  return true;
+}
+
+// reason-phrase = 1*( HTAB / SP / VCHAR / obs-text )
+bool is_reason_phrase(std::string_view s) {
+  for (char c : s) {
+    auto u = static_cast<unsigned char>(c);
+    if (u != '\t' && (u < 0x20 || u == 0x7f)) return false;
+  }
+  return true;
+}
+
 uv_buf_t buf_of(std::string_view s) {
   return uv_buf_init(const_cast<char*>(s.data()), static_cast<unsigned>(s.size()));
 }
@@ -481,6 +502,14 @@ int Exchange::on_header_value_complete() {
 
 int Exchange::on_headers_complete() {
   int status = llhttp_get_status_code(&rparser_);
+  // llhttp 8.1 accepts empty header names (and, after a bare CR, a line it reads from the
+  // middle): such a field is refused, never forwarded.
+  for (size_t i = 0; i < rheaders_.size(); ++i) {
+    if (!is_token(rheaders_.name(i))) {
+      llhttp_set_error_reason(&rparser_, "a response header name that is not a token");
+      return HPE_USER;
+    }
+  }
   if (status < 200) {
     // Only an HTTP/1.1 client that asked for it gets "100 Continue" (RFC 9110 §10.1.1).
     if (status == 100 && client_.transport() && client_.http_minor() >= 1 &&
@@ -489,7 +518,10 @@ int Exchange::on_headers_complete() {
       static constexpr std::string_view k100 = "HTTP/1.1 100 Continue\r\n\r\n";
       client_.transport()->write(k100.data(), k100.size());
     }
-    return 0;
+    // A 1xx response ends with its head (RFC 9110 §15.2): a Content-Length or chunked framing
+    // on it is not content. llhttp 8.1 would deliver such bytes as a body (except for 100),
+    // and they would reach the client before any response head.
+    return 1;
   }
   status_ = status;
   bool no_body = p_.head_request || status == 204 || status == 304;
@@ -522,7 +554,10 @@ int Exchange::on_headers_complete() {
   h.append("HTTP/1.1 ");
   h.append(std::to_string(status));
   h.push_back(' ');
-  h.append(reason_.empty() ? reason_phrase(status) : std::string_view(reason_));
+  // The upstream's reason phrase, unless it is empty or holds bytes RFC 9112 §4 does not
+  // allow there (llhttp 8.1 lets NUL and other control bytes through): then the standard one.
+  h.append(reason_.empty() || !is_reason_phrase(reason_) ? reason_phrase(status)
+                                                         : std::string_view(reason_));
   h.append("\r\n");
   bool has_connection = rheaders_.count(HeaderToken::CONNECTION) > 0;
   for (size_t i = 0; i < rheaders_.size(); ++i) {

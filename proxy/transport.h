@@ -113,13 +113,14 @@ struct ConnectError {
 // Connects to upstreams from one loop. Keeps one SSL_CTX per (ca_file, min_version, pin) and
 // a client session cache per (host, port) so reconnects resume TLS sessions; each context's
 // cache holds at most max_sessions peers (least recently used dropped first). Not thread-safe:
-// each worker owns one.
+// each worker owns one. connect() and cancel() are virtual only so that tests and fuzzers can
+// stand in a fake upstream (Worker::set_connector); one indirect call per new connection.
 class Connector {
  public:
   explicit Connector(uv_loop_t* loop);
   // Cancels connects still in flight (their |done| is not called). Transports already handed
   // out stay valid and may outlive the Connector.
-  ~Connector();
+  virtual ~Connector();
   Connector(const Connector&) = delete;
   Connector& operator=(const Connector&) = delete;
 
@@ -136,9 +137,9 @@ class Connector {
   // stopped and no handler. Errors: DNS (resolve), CONNECT (every address failed),
   // TLS_VERIFY ("certificate verify failed: <reason> (<name>)"), TLS_HANDSHAKE (protocol
   // version, alerts, unreadable ca_file, peer closed), TIMEOUT.
-  uint64_t connect(const std::string& host, uint16_t port, const TlsClientOptions* tls,
-                   std::chrono::milliseconds timeout, Done done);
-  void cancel(uint64_t id);
+  virtual uint64_t connect(const std::string& host, uint16_t port, const TlsClientOptions* tls,
+                           std::chrono::milliseconds timeout, Done done);
+  virtual void cancel(uint64_t id);
 
   // Bounds each context's session cache (limits.max_tls_sessions); applies at once.
   void set_max_sessions(size_t max_sessions);

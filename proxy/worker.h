@@ -45,6 +45,10 @@ class Worker {
   Executor& executor() { return *executor_; }
   UpstreamPool& pool() { return *pool_; }
   Connector& connector() { return *connector_; }
+  // Tests and fuzzers (tests/fuzz/fuzz_downstream.cc): replaces the connector before any
+  // request runs, e.g. with one whose connections are fakes. Such a harness drives loop()
+  // itself (uv_run) instead of start(), after publish() and a loop turn to set the snapshot.
+  void set_connector(std::unique_ptr<Connector> connector) { connector_ = std::move(connector); }
   const std::shared_ptr<const Snapshot>& snapshot() const { return snapshot_; }
   WorkerStats& stats() { return stats_; }
   bool draining() const { return draining_; }

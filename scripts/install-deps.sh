@@ -34,7 +34,7 @@ packages=(
   libuv1-dev node-llhttp libssl-dev nlohmann-json3-dev prometheus-cpp-dev catch2
   curl openssl
   wrk nginx-light
-  clang-19 libfuzzer-19-dev
+  clang-19 libfuzzer-19-dev libclang-rt-19-dev
   shellcheck wget
 )
 # node and npm: keep whatever provides them already (e.g. a newer Node.js build).
