@@ -396,6 +396,10 @@ const Field<Limits> LIMITS_FIELDS[] = {
      [](Ctx& ctx, const Json& v, const std::string& path, Limits& l) {
        seconds(ctx, v, path, l.token_wait_timeout, false);
      }},
+    {"body_stall_timeout", Kind::NUMBER, ALL, NONE,
+     [](Ctx& ctx, const Json& v, const std::string& path, Limits& l) {
+       seconds(ctx, v, path, l.body_stall_timeout, false);
+     }},
 };
 
 // ---- identities ----

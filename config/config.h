@@ -79,6 +79,10 @@ struct Limits {
   // Seconds a request waits for a token when none is cached before it is answered 502
   // TokenAcquisitionFailed; the fetch goes on for later requests.
   double token_wait_timeout = 15;
+  // Seconds a body may make no progress, in either direction: a request body the client stops
+  // sending (408, or close once the response started) and a response the client stops reading
+  // (close). The upstream connection is closed, never pooled half-written.
+  double body_stall_timeout = 60;
 };
 
 struct Identity {

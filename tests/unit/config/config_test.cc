@@ -425,6 +425,15 @@ TEST_CASE("token timeouts have defaults a client waits for and are validated", "
   CHECK(c->limits.token_wait_timeout == 4);
 }
 
+TEST_CASE("body_stall_timeout defaults to 60 s and is validated", "[config]") {
+  Json j = base();
+  CHECK(parse_ok(j)->limits.body_stall_timeout == 60);
+  j["limits"] = {{"body_stall_timeout", 0}};
+  require_one_error(j, "limits.body_stall_timeout", "> 0");
+  j["limits"] = {{"body_stall_timeout", 1.5}};
+  CHECK(parse_ok(j)->limits.body_stall_timeout == 1.5);
+}
+
 TEST_CASE("resource limits have safe defaults and are validated", "[config]") {
   Json j = base();
   auto d = parse_ok(j);
