@@ -138,8 +138,10 @@ class AzureCliSource : public TokenSource {
         std::move(argv), std::move(env), deps_.az_timeout,
         [seconds, done = std::move(done)](ProcessResult result) {
           if (result.timed_out) {
-            done(std::unexpected(make_error(
-                "Azure CLI did not answer within " + std::to_string(seconds) + " s", true)));
+            SourceError error =
+                make_error("Azure CLI did not answer within " + std::to_string(seconds) + " s", true);
+            error.timed_out = true;
+            done(std::unexpected(std::move(error)));
             return;
           }
           if (result.spawn_failed || result.exit_code == 127) {

@@ -147,6 +147,7 @@ class EntraSource : public TokenSource {
       OPENSSL_cleanse(value.data(), value.size());
     }
     req.ca_file = deps_.ca_file;
+    apply_request_timeout(deps_, req);
     return req;
   }
 

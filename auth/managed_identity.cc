@@ -275,6 +275,7 @@ class ManagedIdentitySource : public TokenSource {
     };
     FetchRequest req;
     req.ca_file = deps.ca_file;
+    apply_request_timeout(deps, req);
     FormFields query;
     switch (s.kind) {
       case Kind::IMDS: {

@@ -39,6 +39,8 @@ struct SourceError {
   // For the `default` chain: the source does not apply in this environment (its variables or
   // files are absent), as opposed to applying and failing.
   bool unavailable = false;
+  // The endpoint (or `az`) did not answer within its timeout (counted as a limit hit).
+  bool timed_out = false;
 };
 
 using SourceResult = std::expected<TokenData, SourceError>;
@@ -93,6 +95,10 @@ struct SourceDeps {
   // Where `az` is looked up (fixed, OS-owned directories first; tests prepend a fake).
   std::vector<std::string> az_search_path = {"/usr/bin", "/usr/local/bin", "/bin"};
   std::chrono::milliseconds az_timeout{13000};
+  // The timeout of each token endpoint request (FetchRequest::timeout), read when the request
+  // is made, so that main can hand out the running config's limits.token_request_timeout and a
+  // reload applies to sources made earlier. Empty: FetchRequest's default.
+  std::function<std::chrono::milliseconds()> request_timeout;
   // Global tls.ca_file for HTTPS token endpoints ("" = system store).
   std::string ca_file;
   // Runs |task| later on the control loop, never inside the call (main wires it to the control

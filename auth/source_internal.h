@@ -50,6 +50,9 @@ SourceError entra_error(const FetchResponse& response, Clock::time_point now,
 // The error body part of http_error, exposed for tests.
 std::string describe_error_body(std::string_view body);
 
+// |req.timeout| from deps.request_timeout, when set. Every source calls it on each request.
+void apply_request_timeout(const SourceDeps& deps, FetchRequest& req);
+
 // No HTTP answer: DNS, connect, timeout and protocol errors are retryable; TLS (including a
 // Service Fabric thumbprint mismatch), oversize answers and cancellation are not.
 SourceError transport_error(std::string_view label, const FetchError& error,

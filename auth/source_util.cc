@@ -247,11 +247,18 @@ SourceError entra_error(const FetchResponse& response, Clock::time_point now,
   return error;
 }
 
+void apply_request_timeout(const SourceDeps& deps, FetchRequest& req) {
+  if (deps.request_timeout) {
+    req.timeout = deps.request_timeout();
+  }
+}
+
 SourceError transport_error(std::string_view label, const FetchError& fetch_error,
                             std::string_view context) {
   SourceError error;
   error.message =
       with_context(std::string(label) + " request failed: " + fetch_error.message, context);
+  error.timed_out = fetch_error.kind == FetchError::Kind::TIMEOUT;
   switch (fetch_error.kind) {
     case FetchError::Kind::DNS:
     case FetchError::Kind::CONNECT:

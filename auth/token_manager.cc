@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <cstdio>
 #include <optional>
 #include <random>
 #include <string_view>
@@ -77,6 +78,14 @@ double default_random() {
 
 milliseconds ceil_ms(Clock::duration d) {
   return d <= Clock::duration::zero() ? milliseconds(0) : std::chrono::ceil<milliseconds>(d);
+}
+
+// "2", "1.5": seconds to a tenth, for messages.
+std::string seconds_text(Clock::duration d) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%g",
+                std::round(std::chrono::duration<double>(d).count() * 10) / 10);
+  return buf;
 }
 
 }  // namespace
@@ -175,6 +184,7 @@ class TokenManager::Slot final : public TokenSlot, public std::enable_shared_fro
     retired_ = true;
     retired_reason_ = why;
     cancel_timer();
+    cancel_wait_timer();
     std::vector<Waiter> waiters = std::move(waiters_);
     waiters_.clear();
     for (Waiter& w : waiters) {
@@ -221,6 +231,7 @@ class TokenManager::Slot final : public TokenSlot, public std::enable_shared_fro
     std::function<void(TokenResult)> done;
     Clock::time_point deadline;
     int attempts = 0;  // failed attempts seen while waiting
+    Clock::time_point arrived;
   };
 
   const TokenManagerOptions& opts() const { return shared_->options; }
@@ -259,8 +270,93 @@ class TokenManager::Slot final : public TokenSlot, public std::enable_shared_fro
     return w.deadline;
   }
 
+  // When the wait timer fails |w| whatever happens: its deadline, or inside an open retry_for
+  // window the window's end plus one request timeout (the window's last attempt may finish).
+  Clock::time_point hard_deadline(const Waiter& w) const {
+    if (retry_window_end_ && *retry_window_end_ > w.deadline) {
+      return *retry_window_end_ + opts().request_timeout;
+    }
+    return w.deadline;
+  }
+
+  // Keeps the wait timer at the earliest hard deadline among the waiters (none: stopped). Call
+  // after every change to waiters_ or to the retry window.
+  void arm_wait_timer() {
+    if (waiters_.empty() || retired_) {
+      cancel_wait_timer();
+      return;
+    }
+    Clock::time_point earliest = hard_deadline(waiters_.front());
+    for (const Waiter& w : waiters_) {
+      earliest = std::min(earliest, hard_deadline(w));
+    }
+    if (wait_timer_ != 0 && wait_timer_at_ == earliest) {
+      return;
+    }
+    cancel_wait_timer();
+    std::weak_ptr<Slot> weak = weak_from_this();
+    wait_timer_at_ = earliest;
+    wait_timer_ =
+        shared_->scheduler.start_timer(ceil_ms(earliest - shared_->scheduler.now()), [weak] {
+          if (std::shared_ptr<Slot> self = weak.lock()) {
+            self->on_wait_timer();
+          }
+        });
+  }
+
+  void cancel_wait_timer() {
+    if (wait_timer_ != 0) {
+      shared_->scheduler.cancel_timer(wait_timer_);
+      wait_timer_ = 0;
+    }
+  }
+
+  // Fails the waiters whose hard deadline has come; the fetch in flight (if any) goes on.
+  void on_wait_timer() {
+    wait_timer_ = 0;
+    Clock::time_point now = shared_->scheduler.now();
+    std::vector<Waiter> keep;
+    std::vector<Waiter> expired;
+    for (Waiter& w : waiters_) {
+      (hard_deadline(w) <= now ? expired : keep).push_back(std::move(w));
+    }
+    waiters_ = std::move(keep);
+    if (!expired.empty()) {
+      std::string why;
+      if (in_flight_) {
+        why = "the token endpoint has not answered a request sent " +
+              seconds_text(now - flight_started_) + " s ago";
+      }
+      if (last_failure_) {
+        why += (why.empty() ? "last error: " : "; last error: ") + last_failure_->message;
+      }
+      log::warn("requests waited too long for a token", {{"identity", identity_.name},
+                                                         {"scope", scope_},
+                                                         {"requests", expired.size()},
+                                                         {"fetching", in_flight_},
+                                                         {"limit", "limits.token_wait_timeout"}});
+      for (Waiter& w : expired) {
+        limit_hit("token_wait_timeout");
+        std::string message = "no token within " + seconds_text(now - w.arrived) +
+                              " s (limits.token_wait_timeout)";
+        if (!why.empty()) {
+          message += ": " + why;
+        }
+        reply(w, std::unexpected(make_error(message)));
+      }
+    }
+    arm_wait_timer();
+  }
+
+  void limit_hit(const char* limit) const {
+    if (shared_->options.limit_hit) {
+      shared_->options.limit_hit(limit);
+    }
+  }
+
   void on_acquire(Executor* reply_to, std::function<void(TokenResult)> done) {
-    Waiter w{reply_to, std::move(done), shared_->scheduler.now() + opts().waiter_budget, 0};
+    Clock::time_point now = shared_->scheduler.now();
+    Waiter w{reply_to, std::move(done), now + opts().waiter_budget, 0, now};
     if (std::shared_ptr<const AccessToken> token = current()) {
       reply(w, token);
       return;
@@ -271,6 +367,7 @@ class TokenManager::Slot final : public TokenSlot, public std::enable_shared_fro
     }
     if (in_flight_) {
       waiters_.push_back(std::move(w));
+      arm_wait_timer();
       return;
     }
     if (timer_ != 0 && timer_is_retry_ && last_failure_) {
@@ -279,6 +376,7 @@ class TokenManager::Slot final : public TokenSlot, public std::enable_shared_fro
       bool retryable = last_failure_->retryable || last_failure_->retry_for.count() > 0;
       if (retryable && timer_at_ <= effective_deadline(w)) {
         waiters_.push_back(std::move(w));
+        arm_wait_timer();
       } else {
         reply(w, std::unexpected(make_error(last_failure_->message)));
       }
@@ -286,6 +384,7 @@ class TokenManager::Slot final : public TokenSlot, public std::enable_shared_fro
     }
     waiters_.push_back(std::move(w));
     start_fetch();
+    arm_wait_timer();
   }
 
   void on_invalidate(const std::shared_ptr<const AccessToken>& rejected,
@@ -335,6 +434,7 @@ class TokenManager::Slot final : public TokenSlot, public std::enable_shared_fro
       for (Waiter& w : waiters) {
         reply(w, std::unexpected(make_error(message)));
       }
+      cancel_wait_timer();
       return;
     }
     in_flight_ = true;
@@ -342,6 +442,7 @@ class TokenManager::Slot final : public TokenSlot, public std::enable_shared_fro
     uint64_t flight = ++flight_;
     bool refresh = current() != nullptr;
     Clock::time_point started = shared_->scheduler.now();
+    flight_started_ = started;
     std::weak_ptr<Slot> weak = weak_from_this();
     std::shared_ptr<TokenSource> keep = source_->source;
     std::shared_ptr<Shared> shared = shared_;
@@ -368,15 +469,18 @@ class TokenManager::Slot final : public TokenSlot, public std::enable_shared_fro
     if (result && source != nullptr) {
       name = source->last_source();
     }
+    bool timed_out = !result && result.error().timed_out;
     if (retired_) {
-      record(result.has_value(), result ? "" : result.error().message, name, latency, refresh);
+      record(result.has_value(), result ? "" : result.error().message, name, latency, refresh,
+             timed_out);
       return;
     }
     if (flight_stale_) {
       // The token was rejected while this fetch was in flight; its result may be the rejected
       // token again. Fetch once more (invalidate() is deduplicated, so this cannot repeat).
       flight_stale_ = false;
-      record(result.has_value(), result ? "" : result.error().message, name, latency, refresh);
+      record(result.has_value(), result ? "" : result.error().message, name, latency, refresh,
+             timed_out);
       start_fetch();
       return;
     }
@@ -426,6 +530,7 @@ class TokenManager::Slot final : public TokenSlot, public std::enable_shared_fro
     for (Waiter& w : waiters) {
       reply(w, published);
     }
+    cancel_wait_timer();
     schedule(published->refresh_at, /*retry=*/false);
   }
 
@@ -447,7 +552,7 @@ class TokenManager::Slot final : public TokenSlot, public std::enable_shared_fro
 
   void on_failure(SourceError error, const std::string& name, Clock::time_point now,
                   Clock::duration latency, bool refresh) {
-    record(false, error.message, name, latency, refresh);
+    record(false, error.message, name, latency, refresh, error.timed_out);
     ++failures_;
     bool retryable = error.retryable || error.retry_for.count() > 0;
     if (error.retry_for.count() > 0 && !retry_window_end_) {
@@ -487,10 +592,14 @@ class TokenManager::Slot final : public TokenSlot, public std::enable_shared_fro
     waiters_ = std::move(keep);
     last_failure_ = std::move(error);
     schedule(next, /*retry=*/true);
+    arm_wait_timer();  // the waiters changed, and the retry window may have opened
   }
 
   void record(bool ok, const std::string& error, const std::string& name, Clock::duration latency,
-              bool refresh) {
+              bool refresh, bool timed_out = false) {
+    if (timed_out) {
+      limit_hit("token_request_timeout");
+    }
     bool recovered = false;
     {
       std::lock_guard lock(status_mu_);
@@ -512,6 +621,7 @@ class TokenManager::Slot final : public TokenSlot, public std::enable_shared_fro
                                              {"source", name},
                                              {"error", error},
                                              {"refresh", refresh},
+                                             {"timed_out", timed_out},
                                              {"latency_ms", ms}});
     } else if (recovered) {
       log::info(
@@ -524,7 +634,7 @@ class TokenManager::Slot final : public TokenSlot, public std::enable_shared_fro
     }
     if (shared_->observer) {
       shared_->observer(
-          AcquisitionEvent{identity_.name, scope_, name, ok, latency, error, refresh});
+          AcquisitionEvent{identity_.name, scope_, name, ok, latency, error, refresh, timed_out});
     }
   }
 
@@ -578,6 +688,9 @@ class TokenManager::Slot final : public TokenSlot, public std::enable_shared_fro
   Scheduler::TimerId timer_ = 0;
   Clock::time_point timer_at_{};
   bool timer_is_retry_ = false;
+  Clock::time_point flight_started_{};
+  Scheduler::TimerId wait_timer_ = 0;  // fails waiters at their deadline (arm_wait_timer)
+  Clock::time_point wait_timer_at_{};
   int failures_ = 0;  // consecutive
   std::optional<SourceError> last_failure_;
   std::optional<Clock::time_point> retry_window_end_;
@@ -690,6 +803,12 @@ nlohmann::json TokenManager::status_json() const {
 
 void TokenManager::set_observer(std::function<void(const AcquisitionEvent&)> observer) {
   shared_->observer = std::move(observer);
+}
+
+void TokenManager::set_wait_limits(std::chrono::milliseconds waiter_budget,
+                                   std::chrono::milliseconds request_timeout) {
+  shared_->options.waiter_budget = waiter_budget;
+  shared_->options.request_timeout = request_timeout;
 }
 
 size_t TokenManager::size() const {

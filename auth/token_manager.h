@@ -36,12 +36,22 @@
 //
 // Waiting requests (acquire() with no valid token). A waiter is answered by the first
 // successful fetch, or failed with the last error when: the error is non-retryable; or it has
-// seen 3 failed attempts; or the next attempt would start after its deadline (arrival + 10 s,
-// extended to the end of an open retry_for window, so an IMDS 410 parks a request up to about
-// 70 s instead of failing it). A waiter arriving while the slot is backing off joins the next
-// scheduled attempt if that starts before its deadline and the last error was retryable, and is
-// failed at once with the last error otherwise: new requests never pull attempts forward, so a
-// failing endpoint sees no storm however many requests arrive.
+// seen 3 failed attempts; or the next attempt would start after its deadline (arrival +
+// waiter_budget, limits.token_wait_timeout, 15 s by default; extended to the end of an open
+// retry_for window, so an IMDS 410 parks a request up to about 70 s instead of failing it). A
+// waiter arriving while the slot is backing off joins the next scheduled attempt if that starts
+// before its deadline and the last error was retryable, and is failed at once with the last error
+// otherwise: new requests never pull attempts forward, so a failing endpoint sees no storm however
+// many requests arrive.
+//
+// Waiting is bounded in time, whatever the endpoint does: a timer fails every waiter at its
+// deadline (inside an open retry_for window: the window's end plus request_timeout, so the last
+// attempt of the window may finish), with "no token within N s" and what is known (the fetch in
+// flight and for how long, the last error). A hung token endpoint therefore costs a request
+// waiter_budget, not the fetch's own timeout; the fetch goes on, and the token it brings serves
+// later requests (still one fetch in flight per slot). Each waiter failed this way counts once
+// as the limit hit "token_wait_timeout", and each fetch that timed out (SourceError::timed_out)
+// as "token_request_timeout" (TokenManagerOptions::limit_hit).
 //
 // Claims (CAE). invalidate() drops the published token if it is still the rejected one and
 // fetches again at once, passing the claims when the source supports them (the claims are kept
@@ -91,9 +101,16 @@ struct TokenManagerOptions {
   std::chrono::seconds non_retryable_pace{30};
   std::chrono::seconds retry_for_pace{10};
   int waiter_max_attempts = 3;
-  std::chrono::seconds waiter_budget{10};
+  // How long a request waits for a token (limits.token_wait_timeout).
+  std::chrono::milliseconds waiter_budget{15000};
+  // The token endpoint request timeout the sources use (limits.token_request_timeout); here only
+  // to let the last attempt of a retry_for window finish.
+  std::chrono::milliseconds request_timeout{10000};
   // Returns a number in [0, 1) for the backoff jitter; tests fix it.
   std::function<double()> random;
+  // Called on the control thread with "token_wait_timeout" or "token_request_timeout" each time
+  // such a limit is hit (main counts them in miproxy_limit_hits_total). May be empty.
+  std::function<void(const char* limit)> limit_hit;
 };
 
 // One fetch attempt's outcome, for metrics and logs. Runs on the control thread.
@@ -105,6 +122,7 @@ struct AcquisitionEvent {
   Clock::duration latency{};  // by the Scheduler's clock
   std::string error;          // SourceError::message when !ok
   bool refresh = false;       // true when a valid token was being refreshed ahead
+  bool timed_out = false;     // the endpoint did not answer within its request timeout
 };
 
 class TokenManager {
@@ -147,6 +165,11 @@ class TokenManager {
 
   // Control thread, before prefetch(): called after every fetch attempt.
   void set_observer(std::function<void(const AcquisitionEvent&)> observer);
+
+  // Control thread (after a reload): new waiter_budget and request_timeout for requests that
+  // start waiting from now on.
+  void set_wait_limits(std::chrono::milliseconds waiter_budget,
+                       std::chrono::milliseconds request_timeout);
 
   // Any thread: number of live (not retired) slots.
   size_t size() const;

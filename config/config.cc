@@ -388,6 +388,18 @@ const Field<Limits> LIMITS_FIELDS[] = {
      [](Ctx& ctx, const Json& v, const std::string& path, Limits& l) {
        uint32_in(ctx, v, path, l.max_response_header_bytes, 1024);
      }},
+    {"token_request_timeout", Kind::NUMBER, ALL, NONE,
+     [](Ctx& ctx, const Json& v, const std::string& path, Limits& l) {
+       seconds(ctx, v, path, l.token_request_timeout, false);
+     }},
+    {"token_wait_timeout", Kind::NUMBER, ALL, NONE,
+     [](Ctx& ctx, const Json& v, const std::string& path, Limits& l) {
+       seconds(ctx, v, path, l.token_wait_timeout, false);
+     }},
+    {"body_stall_timeout", Kind::NUMBER, ALL, NONE,
+     [](Ctx& ctx, const Json& v, const std::string& path, Limits& l) {
+       seconds(ctx, v, path, l.body_stall_timeout, false);
+     }},
 };
 
 // ---- identities ----

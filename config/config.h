@@ -74,6 +74,15 @@ struct Limits {
   uint32_t max_tls_sessions = 1024;        // per worker: upstream peers with a cached TLS session
   // Status line + header fields of an upstream response; larger heads answer 502.
   uint32_t max_response_header_bytes = 64 * 1024;
+  // Seconds one request to a token endpoint (IMDS, Entra, ...) may take, connect to last byte.
+  double token_request_timeout = 10;
+  // Seconds a request waits for a token when none is cached before it is answered 502
+  // TokenAcquisitionFailed; the fetch goes on for later requests.
+  double token_wait_timeout = 15;
+  // Seconds a body may make no progress, in either direction: a request body the client stops
+  // sending (408, or close once the response started) and a response the client stops reading
+  // (close). The upstream connection is closed, never pooled half-written.
+  double body_stall_timeout = 60;
 };
 
 struct Identity {

@@ -45,6 +45,10 @@ unsigned worker_count(const config::Config& cfg) {
   return n == 0 ? 1 : n;
 }
 
+std::chrono::milliseconds to_ms(double seconds) {
+  return std::chrono::milliseconds(static_cast<int64_t>(seconds * 1000));
+}
+
 void print_diagnostics(const std::vector<config::Diagnostic>& ds, const char* prefix) {
   for (const auto& d : ds) std::fprintf(stderr, "%s%s\n", prefix, d.to_string().c_str());
 }
@@ -80,9 +84,16 @@ class ControlPlane {
     };
     deps_.ca_file = config_->tls.ca_file;
     deps_.defer = [this](std::function<void()> task) { executor_->post(std::move(task)); };
+    // Read per request on the control thread: a reload's value applies to every source.
+    deps_.request_timeout = [this] { return to_ms(config_->limits.token_request_timeout); };
+    auth::TokenManagerOptions token_options;
+    token_options.waiter_budget = to_ms(config_->limits.token_wait_timeout);
+    token_options.request_timeout = to_ms(config_->limits.token_request_timeout);
+    token_options.limit_hit = [](const char* limit) { proxy::count_limit_hit(limit); };
     tokens_ = std::make_unique<auth::TokenManager>(
         *executor_, *scheduler_,
-        [this](const config::Identity& id) { return auth::make_source(id, deps_); });
+        [this](const config::Identity& id) { return auth::make_source(id, deps_); },
+        std::move(token_options));
     tokens_->set_observer([this](const auth::AcquisitionEvent& e) {
       metrics_.token_acquisition(e.identity, e.source, e.ok,
                                  std::chrono::duration<double>(e.latency).count());
@@ -244,6 +255,8 @@ class ControlPlane {
     }
     config_ = c;
     metrics_.config_reload(true);
+    tokens_->set_wait_limits(to_ms(c->limits.token_wait_timeout),
+                             to_ms(c->limits.token_request_timeout));
     server_->publish(build_snapshot(c));
     tokens_->retain(c->identities);
     tokens_->prefetch();

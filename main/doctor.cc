@@ -114,6 +114,9 @@ class Doctor {
     };
     deps_.ca_file = cfg_->tls.ca_file;
     deps_.defer = [this](std::function<void()> t) { executor_->post(std::move(t)); };
+    auto request_timeout = std::chrono::milliseconds(
+        static_cast<int64_t>(cfg_->limits.token_request_timeout * 1000));
+    deps_.request_timeout = [request_timeout] { return request_timeout; };
   }
 
   int run() {

@@ -676,8 +676,8 @@ void ClientConn::exchange_done(bool reusable) {
   resume_parsing();
 }
 
-void ClientConn::exchange_failed_midstream() {
-  if (ex_) log_request(ex_.get(), ex_->status(), "UpstreamProtocolError");
+void ClientConn::exchange_failed_midstream(std::string_view error_code) {
+  if (ex_) log_request(ex_.get(), ex_->status(), error_code);
   close();
 }
 

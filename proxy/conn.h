@@ -54,13 +54,14 @@ class ClientConn : public Transport::Handler {
   void resume_parsing();             // head sent upstream: let body bytes flow
   void set_body_backpressure(bool paused);
   void exchange_done(bool reusable);  // response fully written to the transport
-  void exchange_failed_midstream();   // response already started; close
+  // The response already started: log the request with |error_code| and close.
+  void exchange_failed_midstream(std::string_view error_code = "UpstreamProtocolError");
   // Answers the current request with miproxy's own JSON error (interface.md) and, when
   // |close| (or the request body was not consumed), closes after the write.
   void respond_error(Error error, const std::string& message, bool close);
   bool client_keep_alive() const { return keep_alive_; }
   bool expects_continue() const { return expect_continue_; }
-  // Runs the connection's timer for the current exchange's response timeout.
+  // Runs the connection's timer for the current exchange (Exchange::on_response_timeout).
   void arm_response_timer(double seconds);
   void stop_timer();
   int http_minor() const { return http_minor_; }
@@ -180,7 +181,8 @@ class Exchange : public Transport::Handler {
   const std::string& token_source() const { return token_source_; }
   int status() const { return status_; }
   bool response_head_sent() const { return response_head_sent_; }
-  // The response timeout fired (the client connection's timer, armed by this exchange).
+  // The client connection's timer, armed by this exchange, fired: whichever of its deadlines
+  // runs now (timer_) has passed.
   void on_response_timeout();
   // The client side is gone or has moved on: close the upstream side (if still held) and
   // ignore any later token, connect or read callbacks.
@@ -207,11 +209,18 @@ class Exchange : public Transport::Handler {
   int on_message_complete();
 
  private:
+  // What the client connection's timer measures for this exchange, when it runs for it:
+  // REQUEST_BODY: the app's request body makes progress (limits.body_stall_timeout, re-armed by
+  //   each body chunk and each upstream drain); RESPONSE: the route's response timeout (one
+  //   deadline for the head, then each gap between upstream reads); CLIENT_READ: the app takes
+  //   the queued response bytes while upstream reads are paused for it (body_stall_timeout).
+  enum class Timer { NONE, REQUEST_BODY, RESPONSE, CLIENT_READ };
   void acquire_upstream();
   bool try_send_head();
   void on_token(auth::TokenResult result);
   void on_connected(std::expected<Transport*, ConnectError> result);
-  void fail(Error error, const std::string& message);
+  // Answers miproxy's error (closing the client connection after it when |close|).
+  void fail(Error error, const std::string& message, bool close = false);
   void upstream_broken(const std::string& what);
   void finish();
   void release_upstream(bool reusable);
@@ -225,6 +234,9 @@ class Exchange : public Transport::Handler {
   void flush_head();
   void start_response_timer();
   void stop_response_timer();
+  // limits.body_stall_timeout for |kind| (REQUEST_BODY or CLIENT_READ).
+  void start_stall_timer(Timer kind);
+  void on_stall_timeout();
   int count_head_bytes(size_t len);
 
   ClientConn& client_;
@@ -269,7 +281,8 @@ class Exchange : public Transport::Handler {
   std::string& reason_;
   std::string& out_head_;          // response head (and last chunk) not yet written
   std::string service_error_;      // x-ms-error-code of a 401/403
-  bool response_timer_ = false;    // the client's timer runs for this exchange
+  Timer timer_ = Timer::NONE;
+  size_t stall_queue_bytes_ = 0;   // CLIENT_READ: the app's queue when the timer was armed
   SteadyClock::time_point head_sent_at_{};
   SteadyClock::time_point response_at_{};
 };

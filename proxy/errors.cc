@@ -24,7 +24,8 @@ constexpr std::array kTable = {
     ErrorInfo{Error::METHOD_NOT_ALLOWED, 405, "MethodNotAllowed",
               "the route's `methods` exclude the method (and CONNECT)"},
     ErrorInfo{Error::REQUEST_TIMEOUT, 408, "RequestTimeout",
-              "the request head did not arrive within `limits.header_timeout`"},
+              "the request head did not arrive within `limits.header_timeout`, or the request body "
+              "made no progress for `limits.body_stall_timeout`; connection closed"},
     ErrorInfo{Error::HOST_NOT_ALLOWED, 421, "HostNotAllowed",
               "a route without `match.host` (or the admin listener) got a Host that is not "
               "loopback, the listener's own address or in `match.allowed_hosts`"},
@@ -38,7 +39,9 @@ constexpr std::array kTable = {
     ErrorInfo{Error::UPSTREAM_PROTOCOL_ERROR, 502, "UpstreamProtocolError",
               "the upstream closed the connection or sent a malformed response"},
     ErrorInfo{Error::UPSTREAM_UNAVAILABLE, 503, "UpstreamUnavailable", "connect failed"},
-    ErrorInfo{Error::UPSTREAM_TIMEOUT, 504, "UpstreamTimeout", "connect or response timeout"},
+    ErrorInfo{Error::UPSTREAM_TIMEOUT, 504, "UpstreamTimeout",
+              "connect or response timeout, or the upstream took no request body bytes for "
+              "`limits.body_stall_timeout`"},
 };
 
 // The enum's order is the table's order.

@@ -271,6 +271,8 @@ bool Exchange::try_send_head() {
   if (!p_.has_body) {
     request_done_ = true;
     start_response_timer();
+  } else if (timer_ != Timer::CLIENT_READ) {
+    start_stall_timer(Timer::REQUEST_BODY);
   }
   return true;
 }
@@ -290,6 +292,7 @@ void Exchange::send_body(const char* data, size_t len) {
   } else {
     up_->write(data, len);
   }
+  if (timer_ == Timer::REQUEST_BODY) start_stall_timer(Timer::REQUEST_BODY);  // progress
   if (up_->write_queue_bytes() > kHighWatermark) client_.set_body_backpressure(true);
 }
 
@@ -297,12 +300,15 @@ void Exchange::end_body() {
   if (request_done_) return;
   request_done_ = true;
   if (up_ && !failed_ && p_.chunked_body) up_->write(kLastChunk.data(), kLastChunk.size());
-  if (!response_done_) start_response_timer();
+  // A client that is not reading an early response keeps that deadline (client_drained moves
+  // on to the response timeout).
+  if (!response_done_ && timer_ != Timer::CLIENT_READ) start_response_timer();
 }
 
 void Exchange::on_drain() {
   // Upstream accepted everything queued: the client may send more body.
   client_.set_body_backpressure(false);
+  if (timer_ == Timer::REQUEST_BODY) start_stall_timer(Timer::REQUEST_BODY);  // progress
 }
 
 void Exchange::client_drained() {
@@ -310,27 +316,91 @@ void Exchange::client_drained() {
     upstream_paused_ = false;
     up_->read_start();
   }
-  if (response_done_ && done_pending_) {
-    // Response fully handed to the kernel: nothing else to wait for.
+  if (timer_ == Timer::CLIENT_READ && !response_done_) {
+    // The client took what was queued: upstream reads are timed again (or the request body,
+    // when the answer came early).
+    if (request_done_) {
+      start_response_timer();
+    } else {
+      start_stall_timer(Timer::REQUEST_BODY);
+    }
   }
 }
 
 void Exchange::start_response_timer() {
   // The connection's own timer (idle while a request is in flight) measures the response:
   // no timer handle is created or closed per request.
-  response_timer_ = true;
+  timer_ = Timer::RESPONSE;
   client_.arm_response_timer(route().timeouts.response);
 }
 
 void Exchange::stop_response_timer() {
-  if (!response_timer_) return;
-  response_timer_ = false;
+  if (timer_ == Timer::NONE) return;
+  timer_ = Timer::NONE;
   client_.stop_timer();
+}
+
+void Exchange::start_stall_timer(Timer kind) {
+  timer_ = kind;
+  if (kind == Timer::CLIENT_READ) {
+    Transport* down = client_.transport();
+    stall_queue_bytes_ = down ? down->write_queue_bytes() : 0;
+  }
+  client_.arm_response_timer(p_.snapshot->config->limits.body_stall_timeout);
+}
+
+void Exchange::on_stall_timeout() {
+  double limit = p_.snapshot->config->limits.body_stall_timeout;
+  std::string secs = std::to_string(static_cast<int>(limit));
+  if (timer_ == Timer::CLIENT_READ) {
+    Transport* down = client_.transport();
+    size_t queued = down ? down->write_queue_bytes() : 0;
+    if (queued < stall_queue_bytes_) {
+      start_stall_timer(Timer::CLIENT_READ);  // the client read some: still making progress
+      return;
+    }
+    timer_ = Timer::NONE;
+    count_limit_hit("body_stall_timeout");
+    log::warn("client stopped reading the response: closing both sides",
+              {{"route", route().name}, {"queued_bytes", queued},
+               {"limit", "limits.body_stall_timeout"}, {"seconds", limit}});
+    failed_ = true;
+    release_upstream(false);
+    client_.exchange_failed_midstream("RequestTimeout");  // may retire this exchange
+    return;
+  }
+  timer_ = Timer::NONE;
+  count_limit_hit("body_stall_timeout");
+  // The upstream stopped taking the body (its queue holds bytes, the client is paused for it),
+  // or the client stopped sending it.
+  bool upstream_stalled = up_ && up_->write_queue_bytes() > 0;
+  if (response_head_sent_) {
+    log::warn("request body stalled after the response started: closing both sides",
+              {{"route", route().name}, {"upstream_stalled", upstream_stalled},
+               {"limit", "limits.body_stall_timeout"}, {"seconds", limit}});
+    failed_ = true;
+    release_upstream(false);
+    client_.exchange_failed_midstream("RequestTimeout");  // may retire this exchange
+    return;
+  }
+  if (upstream_stalled) {
+    fail(Error::UPSTREAM_TIMEOUT,
+         "upstream " + p_.upstream.authority() + " took no request body bytes for " + secs +
+             " s (limits.body_stall_timeout)",
+         true);
+    return;
+  }
+  fail(Error::REQUEST_TIMEOUT,
+       "request body stalled: no bytes for " + secs + " s (limits.body_stall_timeout)", true);
 }
 
 void Exchange::on_response_timeout() {
   Exchange* ex = this;
-  response_timer_ = false;
+  if (timer_ == Timer::REQUEST_BODY || timer_ == Timer::CLIENT_READ) {
+    on_stall_timeout();
+    return;
+  }
+  timer_ = Timer::NONE;
   if (ex->response_done_) return;
   if (!ex->response_head_sent_) {
     if (ex->response_started_) count_limit_hit("response_head_timeout");
@@ -344,7 +414,7 @@ void Exchange::on_response_timeout() {
   ex->client_.exchange_failed_midstream();
 }
 
-void Exchange::fail(Error error, const std::string& message) {
+void Exchange::fail(Error error, const std::string& message, bool close) {
   if (failed_) return;
   failed_ = true;
   release_upstream(!head_sent_);
@@ -352,7 +422,7 @@ void Exchange::fail(Error error, const std::string& message) {
                                {"status", error_info(error).status}, {"code", error_info(error).code},
                                {"message", message}});
   // Last action: the client may retire (and later delete) this exchange.
-  client_.respond_error(error, message, false);
+  client_.respond_error(error, message, close);
 }
 
 void Exchange::release_upstream(bool reusable) {
@@ -400,7 +470,7 @@ void Exchange::on_read(const char* data, size_t len) {
     response_started_ = true;
     response_at_ = SteadyClock::now();
   }
-  if (response_timer_ && !response_done_ && response_head_sent_) {
+  if (timer_ == Timer::RESPONSE && !response_done_ && response_head_sent_) {
     // Once the head is complete, the response timeout bounds the gap between body reads. The
     // head itself has one deadline from the request's end: a trickling head is not re-armed.
     client_.arm_response_timer(route().timeouts.response);
@@ -426,7 +496,7 @@ void Exchange::on_read(const char* data, size_t len) {
 void Exchange::abandon() {
   *alive_ = false;
   failed_ = true;
-  response_timer_ = false;
+  timer_ = Timer::NONE;
   if (connecting_) {
     client_.worker().connector().cancel(connect_id_);
     connecting_ = false;
@@ -606,6 +676,8 @@ int Exchange::on_body(const char* at, size_t len) {
   if (down->write_queue_bytes() > kHighWatermark && up_ && !upstream_paused_) {
     upstream_paused_ = true;
     up_->read_stop();
+    // Not the upstream's delay from here: the client must take its bytes.
+    start_stall_timer(Timer::CLIENT_READ);
   }
   return 0;
 }

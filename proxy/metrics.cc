@@ -166,7 +166,9 @@ Metrics::Metrics()
   // The limits miproxy enforces show up at 0 before the first hit.
   for (std::string_view l : {"max_connections", "file_descriptors", "max_queued_response_bytes",
                              "max_pool_hosts", "max_tls_sessions", "max_learned_scopes",
-                             "max_response_header_bytes", "response_head_timeout"}) {
+                             "max_response_header_bytes", "response_head_timeout",
+                             "token_request_timeout", "token_wait_timeout",
+                             "body_stall_timeout"}) {
     limit_hits(l);
   }
 }

@@ -6,6 +6,7 @@
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
+import { setTimeout as sleep } from 'node:timers/promises';
 import {
   startMiproxy, startTlsServer, issueCert, makeFixture, proxyConfig, httpRequest, miproxyError,
   rssPeakOfPid, MEMORY_FACTOR,
@@ -13,6 +14,11 @@ import {
 
 const SCOPE = 'https://storage.azure.com/.default';
 const MiB = 1024 * 1024;
+
+function limitHits(text, limit) {
+  const m = new RegExp(`^miproxy_limit_hits_total\\{limit="${limit}"\\} (\\S+)$`, 'm').exec(text);
+  return m ? Number(m[1]) : NaN;
+}
 
 // An IMDS-shaped endpoint (token-sources.md §1: GET /metadata/identity/oauth2/token with
 // `Metadata: true`) that misbehaves in the way its `mode` says.
@@ -70,6 +76,21 @@ async function startBadImds(mode) {
           access_token: token, client_id: '5b1a2c3d-0000-4000-8000-00000000000a',
           expires_in: String(life), expires_on: String(now + life), ext_expires_in: String(life),
           not_before: String(now), resource: 'https://storage.azure.com/', token_type: 'Bearer',
+        });
+        res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
+        res.end(body);
+        break;
+      }
+      case 'hang':
+        // Accepts the request and never answers (the socket stays open until close()).
+        break;
+      case 'token-then-hang': {
+        // The first request gets a 12 s token (refreshed ahead after 6 s); every later one hangs.
+        if (seen.length > 1) break;
+        const now = Math.floor(Date.now() / 1000);
+        const body = JSON.stringify({
+          access_token: 'eyJhbGciOi.eyJhdWQi.c2ln', expires_in: '12', expires_on: String(now + 12),
+          resource: 'https://storage.azure.com/', token_type: 'Bearer',
         });
         res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
         res.end(body);
@@ -161,6 +182,90 @@ describe('misbehaving token endpoints', () => {
     const res = await httpRequest({ port: built.port, headers: { host: 'short.test' }, path: '/short' });
     assert.equal(res.status, 200, res.body.toString());
     const seen = upstream.requests.find((r) => r.url === '/short');
+    assert.equal(seen.headers.authorization, 'Bearer eyJhbGciOi.eyJhdWQi.c2ln');
+  });
+
+  test('a token endpoint that never answers: the request gets 502 at limits.token_wait_timeout',
+    async (t) => {
+      // Before: the request waited for the fetch's fixed 30 s timeout.
+      const imds = await startBadImds('hang');
+      t.after(() => imds.close());
+      const built = await proxyConfig({
+        caFile: fx.ca.certPath,
+        identities: {
+          vm: { type: 'managed_identity', source: 'imds', endpoint: imds.tokenUrl },
+          good: { type: 'token_file', path: fx.tokenPath },
+        },
+        routes: [
+          { name: 'hung', match: { host: 'hung.test' }, upstream: upstream.url, identity: 'vm', scope: SCOPE },
+          { name: 'ok', match: { host: 'ok.test' }, upstream: upstream.url, identity: 'good', scope: SCOPE },
+        ],
+        extra: { limits: { token_wait_timeout: 2, token_request_timeout: 4 } },
+      });
+      const proxy = await startMiproxy({ config: built.config });
+      t.after(() => proxy.stop());
+      const started = Date.now();
+      const res = await httpRequest({ port: built.port, headers: { host: 'hung.test' }, path: '/hung' });
+      const waited = Date.now() - started;
+      assert.equal(res.status, 502);
+      const err = miproxyError(res).error;
+      assert.equal(err.code, 'TokenAcquisitionFailed');
+      assert.equal(err.route, 'hung');
+      assert.equal(err.identity, 'vm');
+      assert.match(err.message, /no token within 2(\.\d)? s \(limits\.token_wait_timeout\)/);
+      assert.match(err.message, /has not answered/);
+      // A behaviour bound, not a performance figure: the configured 2 s, not the old 30 s.
+      assert.ok(waited >= 1500, `answered after ${waited} ms, not before its deadline`);
+      assert.ok(waited < 10000, `answered after ${waited} ms`);
+      assert.equal(imds.seen.length, 1, 'one fetch in flight for the waiting request');
+
+      // The fetch itself ends at limits.token_request_timeout, which is logged and counted.
+      let hits = NaN;
+      for (let i = 0; i < 100; i++) {
+        const metrics = await httpRequest({ port: built.adminPort, path: '/metrics' });
+        hits = limitHits(metrics.body.toString(), 'token_request_timeout');
+        if (hits >= 1) {
+          assert.ok(limitHits(metrics.body.toString(), 'token_wait_timeout') >= 1);
+          break;
+        }
+        await sleep(100);
+      }
+      assert.ok(hits >= 1, `token_request_timeout counted (${hits})`);
+      const logged = proxy.stderr().split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l));
+      assert.ok(logged.some((l) => /token acquisition failed/.test(l.msg ?? '') && l.timed_out === true
+        && /timed out after 4000 ms/.test(l.error)), 'the timed-out fetch is logged');
+      assert.ok(logged.some((l) => l.limit === 'limits.token_wait_timeout'), 'the wait timeout is logged');
+
+      // Still serving, on the hung route too (answered at its own deadline).
+      const ok = await httpRequest({ port: built.port, headers: { host: 'ok.test' }, path: '/fine' });
+      assert.equal(ok.status, 200);
+      const again = await httpRequest({ port: built.port, headers: { host: 'hung.test' }, path: '/hung2' });
+      assert.equal(again.status, 502);
+      assert.equal(upstream.requests.filter((r) => r.url.startsWith('/hung')).length, 0,
+        'nothing reached the upstream without a token');
+      assert.ok(proxy.isAlive());
+    });
+
+  test('a valid cached token is served while its refresh hangs', async (t) => {
+    const imds = await startBadImds('token-then-hang');
+    t.after(() => imds.close());
+    const built = await proxyConfig({
+      caFile: fx.ca.certPath,
+      identities: { vm: { type: 'managed_identity', source: 'imds', endpoint: imds.tokenUrl } },
+      routes: [{ name: 'cached', match: { host: 'cached.test' }, upstream: upstream.url,
+        identity: 'vm', scope: SCOPE }],
+      extra: { limits: { token_wait_timeout: 2, token_request_timeout: 30 } },
+    });
+    const proxy = await startMiproxy({ config: built.config });
+    t.after(() => proxy.stop());
+    const first = await httpRequest({ port: built.port, headers: { host: 'cached.test' }, path: '/c1' });
+    assert.equal(first.status, 200, first.body.toString());
+    // The refresh starts 6 s into the 12 s token's life and never comes back.
+    for (let i = 0; i < 100 && imds.seen.length < 2; i++) await sleep(100);
+    assert.equal(imds.seen.length, 2, 'the refresh was asked');
+    const res = await httpRequest({ port: built.port, headers: { host: 'cached.test' }, path: '/c2' });
+    assert.equal(res.status, 200, res.body.toString());
+    const seen = upstream.requests.find((r) => r.url === '/c2');
     assert.equal(seen.headers.authorization, 'Bearer eyJhbGciOi.eyJhdWQi.c2ln');
   });
 });

@@ -210,6 +210,29 @@ TEST_CASE("network failures: retryable except TLS", "[auth]") {
   CHECK_FALSE(fetch_once(h, *source, kVault).error().retryable);
 }
 
+TEST_CASE("each request takes limits.token_request_timeout as it is now; a timeout is marked",
+          "[auth]") {
+  Harness h;
+  std::chrono::milliseconds timeout{2500};
+  SourceDeps deps = h.deps();
+  deps.request_timeout = [&timeout] { return timeout; };
+  auto made = make_source(managed(), deps);
+  REQUIRE(made);
+  auto& source = **made;
+  h.fetcher.fail(FetchError::Kind::TIMEOUT, "request to IMDS timed out after 2500 ms");
+  auto out = fetch_once(h, source, kVault);
+  REQUIRE(h.fetcher.requests.size() == 1);
+  CHECK(h.fetcher.requests[0].timeout == std::chrono::milliseconds(2500));
+  REQUIRE_FALSE(out.ok());
+  CHECK(out.error().timed_out);
+  CHECK(out.error().retryable);
+  timeout = std::chrono::milliseconds(700);  // a reload
+  h.fetcher.fail(FetchError::Kind::CONNECT, "connection refused");
+  CHECK_FALSE(fetch_once(h, source, kVault).error().timed_out);
+  REQUIRE(h.fetcher.requests.size() == 2);
+  CHECK(h.fetcher.requests[1].timeout == std::chrono::milliseconds(700));
+}
+
 TEST_CASE("unusable 200 answers are errors, never guessed", "[auth]") {
   Harness h;
   auto source = build_source(h, managed());

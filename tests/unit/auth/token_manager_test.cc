@@ -588,8 +588,13 @@ TEST_CASE("IMDS 410 keeps a request waiting while it retries every 10 s for 70 s
     f.run();
     REQUIRE(result.has_value());
     CHECK(result->has_value());
+    // The request's wait timer starts at its 15 s deadline and moves to the window's end plus
+    // one request timeout (80 s) when the 410 opens the window; the retries come every 10 s.
     auto delays = f.scheduler.started_delays();
-    for (size_t i = 0; i < 7; ++i) {
+    REQUIRE(delays.size() >= 9);
+    CHECK(delays[0] == milliseconds(15s));
+    CHECK(delays[2] == milliseconds(80s));
+    for (size_t i : {1, 3, 4, 5, 6, 7, 8}) {
       CHECK(delays[i] == milliseconds(10s));
     }
     CHECK(f.source().calls.size() == 8);
@@ -1059,4 +1064,105 @@ TEST_CASE("is_b64token follows RFC 6750", "[token]") {
   CHECK_FALSE(is_b64token("abc\r\nX: y"));
   CHECK_FALSE(is_b64token("a b"));
   CHECK_FALSE(is_b64token("a\"b"));
+}
+
+namespace {
+
+// The fixture's options with the limit hits recorded in |hits|.
+TokenManagerOptions counting(std::vector<std::string>* hits) {
+  TokenManagerOptions options = Fixture::fixed_jitter();
+  options.limit_hit = [hits](const char* limit) { hits->emplace_back(limit); };
+  return options;
+}
+
+}  // namespace
+
+TEST_CASE("a request waiting on a hung fetch is failed at its deadline; the fetch goes on",
+          "[token]") {
+  std::vector<std::string> hits;
+  Fixture f(false, counting(&hits));
+  auto slot = f.manager->slot(mi_identity(), kScope);
+  std::optional<TokenResult> first;
+  f.acquire(*slot, &first);
+  f.run();
+  REQUIRE(f.source().pending == 1);  // the endpoint never answers
+
+  f.scheduler.advance(15s - 1ms);
+  f.run();
+  CHECK_FALSE(first.has_value());
+  f.scheduler.advance(1ms);
+  f.run();
+  REQUIRE(first.has_value());
+  REQUIRE_FALSE(first->has_value());
+  CHECK(first->error().identity == "orders");
+  CHECK(first->error().source == "imds");
+  CHECK(first->error().message ==
+        "no token within 15 s (limits.token_wait_timeout): the token endpoint has not answered a "
+        "request sent 15 s ago");
+  CHECK(hits == std::vector<std::string>{"token_wait_timeout"});
+
+  // Still one fetch: a later request joins it, gets its own deadline, and the token the fetch
+  // finally brings.
+  CHECK(f.source().calls.size() == 1);
+  f.scheduler.advance(5s);
+  std::optional<TokenResult> second;
+  f.acquire(*slot, &second);
+  f.run();
+  CHECK(f.source().calls.size() == 1);
+  f.source().complete(f.token(1h));
+  f.run();
+  REQUIRE(second.has_value());
+  REQUIRE(second->has_value());
+  CHECK(second->value() == slot->current());
+  CHECK(f.source().max_pending == 1);
+  // Its wait timer is gone with it: only the refresh timer is left.
+  CHECK(f.scheduler.pending() == 1);
+}
+
+TEST_CASE("the wait deadline follows set_wait_limits, and names the last error", "[token]") {
+  std::vector<std::string> hits;
+  Fixture f(false, counting(&hits));
+  f.manager->set_wait_limits(2s, 1s);
+  auto slot = f.manager->slot(mi_identity(), kScope);
+  std::optional<TokenResult> result;
+  f.acquire(*slot, &result);
+  f.run();
+  // The first attempt times out after the 1 s request timeout (counted); the retry is due 1 s
+  // later, at the request's deadline: the request is answered then, with what went wrong.
+  f.scheduler.advance(1s);
+  SourceError timed_out = error_of(0, "IMDS request failed: request timed out after 1000 ms", true);
+  timed_out.timed_out = true;
+  f.source().complete(std::unexpected(timed_out));
+  f.run();
+  CHECK_FALSE(result.has_value());
+  CHECK(hits == std::vector<std::string>{"token_request_timeout"});
+  f.scheduler.advance(1s);
+  f.run();
+  REQUIRE(f.source().calls.size() == 2);
+  REQUIRE(result.has_value());
+  REQUIRE_FALSE(result->has_value());
+  CHECK(result->error().message ==
+        "no token within 2 s (limits.token_wait_timeout): last error: IMDS request failed: "
+        "request timed out after 1000 ms");
+  CHECK(hits == std::vector<std::string>{"token_request_timeout", "token_wait_timeout"});
+}
+
+TEST_CASE("a valid token is served through an outage of its token endpoint", "[token]") {
+  std::vector<std::string> hits;
+  Fixture f(false, counting(&hits));
+  auto slot = f.manager->slot(mi_identity(), kScope);
+  f.manager->prefetch();
+  f.source().complete(f.token(1h));
+  auto token = slot->current();
+  REQUIRE(token);
+  // The refresh at 55 min hangs; requests keep getting the cached token, at once.
+  f.scheduler.advance(56min);
+  REQUIRE(f.source().pending == 1);
+  std::optional<TokenResult> result;
+  f.acquire(*slot, &result);
+  f.run();
+  REQUIRE(result.has_value());
+  REQUIRE(result->has_value());
+  CHECK(result->value() == token);
+  CHECK(hits.empty());
 }

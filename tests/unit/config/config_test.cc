@@ -408,6 +408,32 @@ TEST_CASE("limits are positive numbers", "[config]") {
   CHECK(c->limits.max_replay_body == 0);
 }
 
+TEST_CASE("token timeouts have defaults a client waits for and are validated", "[config]") {
+  Json j = base();
+  auto d = parse_ok(j);
+  CHECK(d->limits.token_request_timeout == 10);
+  CHECK(d->limits.token_wait_timeout == 15);
+  j["limits"] = {{"token_wait_timeout", 0}};
+  require_one_error(j, "limits.token_wait_timeout", "> 0");
+  j["limits"] = {{"token_request_timeout", -1}};
+  require_one_error(j, "limits.token_request_timeout", "> 0");
+  j["limits"] = {{"token_request_timeout", "10"}};
+  require_one_error(j, "limits.token_request_timeout", "number");
+  j["limits"] = {{"token_request_timeout", 2.5}, {"token_wait_timeout", 4}};
+  auto c = parse_ok(j);
+  CHECK(c->limits.token_request_timeout == 2.5);
+  CHECK(c->limits.token_wait_timeout == 4);
+}
+
+TEST_CASE("body_stall_timeout defaults to 60 s and is validated", "[config]") {
+  Json j = base();
+  CHECK(parse_ok(j)->limits.body_stall_timeout == 60);
+  j["limits"] = {{"body_stall_timeout", 0}};
+  require_one_error(j, "limits.body_stall_timeout", "> 0");
+  j["limits"] = {{"body_stall_timeout", 1.5}};
+  CHECK(parse_ok(j)->limits.body_stall_timeout == 1.5);
+}
+
 TEST_CASE("resource limits have safe defaults and are validated", "[config]") {
   Json j = base();
   auto d = parse_ok(j);
