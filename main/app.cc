@@ -9,7 +9,11 @@
 #include <unistd.h>
 #include <uv.h>
 
+#include <cctype>
+#include <cerrno>
 #include <chrono>
+#include <ctime>
+#include <optional>
 #include <cstdio>
 #include <cstring>
 #include <thread>
@@ -21,6 +25,7 @@
 #include "auth/uv_executor.h"
 #include "base/guard.h"
 #include "base/log.h"
+#include "base/sd_notify.h"
 #include "config/config.h"
 #include "proxy/admin.h"
 #include "proxy/fetcher.h"
@@ -98,6 +103,7 @@ class ControlPlane {
     auto bound = proxy::bind_listeners(*config_);
     if (!bound) {
       log::error("cannot listen", {{"error", bound.error()}});
+      sd::notify("STATUS=cannot listen: " + bound.error());
       return 1;
     }
     server_ = std::make_unique<proxy::Server>(std::move(*bound), worker_count(*config_));
@@ -121,6 +127,9 @@ class ControlPlane {
     start_signal(&sigterm_, SIGTERM);
     start_signal(&sigint_, SIGINT);
     start_signal(&sighup_, SIGHUP);
+    // Type=notify: every listener and the admin listener are bound (connections queue in the
+    // backlog until the workers accept them). Tokens are not waited for: docs/deploy-vm.md.
+    sd::notify("READY=1\nSTATUS=" + serving_status());
 
     uv_run(&loop_, UV_RUN_DEFAULT);
     server_->join();
@@ -215,6 +224,7 @@ class ControlPlane {
       return;
     }
     stopping_ = true;
+    sd::notify("STOPPING=1\nSTATUS=draining");
     log::info("draining", {{"signal", signum == SIGTERM ? "SIGTERM" : "SIGINT"},
                            {"grace_seconds", config_->shutdown_grace}});
     server_->drain();
@@ -229,13 +239,25 @@ class ControlPlane {
     }, static_cast<uint64_t>(config_->shutdown_grace * 1000), 0);
   }
 
+  std::string serving_status() const {
+    return "serving " + std::to_string(config_->routes.size()) + " route(s), config generation " +
+           std::to_string(generation_);
+  }
+
   void reload() {
+    timespec now{};
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    sd::notify("RELOADING=1\nSTATUS=reloading " + config_path_ + "\nMONOTONIC_USEC=" +
+               std::to_string(static_cast<uint64_t>(now.tv_sec) * 1000000 +
+                              static_cast<uint64_t>(now.tv_nsec) / 1000));
     auto loaded = config::load_file(config_path_);
     if (!loaded) {
       metrics_.config_reload(false);
       std::vector<std::string> errors;
       for (const auto& d : loaded.error()) errors.push_back(d.to_string());
       log::error("reload failed: keeping the running config", {{"errors", errors}});
+      sd::notify("READY=1\nSTATUS=reload refused (" + std::to_string(errors.size()) +
+                 " error(s)), " + serving_status());
       return;
     }
     auto c = loaded->config;
@@ -248,6 +270,7 @@ class ControlPlane {
     tokens_->retain(c->identities);
     tokens_->prefetch();
     log::info("reloaded", {{"routes", c->routes.size()}, {"generation", generation_}});
+    sd::notify("READY=1\nSTATUS=" + serving_status());
   }
 
   void on_workers_stopped() {

@@ -465,6 +465,9 @@ describe('systemd units', () => {
       assert.equal(unit.Service.PrivateUsers, undefined);
       assert.ok(unit.Service.SystemCallFilter.includes('@system-service'));
       assert.deepEqual(unit.Service.ExecReload.at(-1), '/bin/kill -HUP $MAINPID');
+      // Readiness is READY=1 from miproxy itself (issue 12).
+      assert.equal(unitValue(unit, 'Type'), 'notify');
+      assert.equal(unitValue(unit, 'NotifyAccess'), 'main');
       assert.match(unitValue(unit, 'ExecStart'), /^\/usr\/local\/bin\/miproxy run --config /);
       // The drain must finish before systemd escalates to SIGKILL.
       const stop = secondsOf(unitValue(unit, 'TimeoutStopSec'));
