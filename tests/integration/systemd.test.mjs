@@ -104,3 +104,31 @@ test('a listener that cannot bind: exit 1 and no READY=1', async (t) => {
   assert.ok(!states.some((s) => /READY=1/.test(s)), JSON.stringify(states));
   assert.ok(states.some((s) => /^STATUS=cannot listen/m.test(s)), JSON.stringify(states));
 });
+
+test('miproxy reload --pid: 0 after the process applied a good file; 1 on a refused file, '
+  + 'and the old config keeps serving', async (t) => {
+  const built = await proxyConfig({ caFile: fx.ca.certPath, tokenPath: fx.tokenPath,
+    routes: [route('a', 'a.test')] });
+  const proxy = await startMiproxy({ config: built.config });
+  t.after(() => proxy.stop());
+  const get = (host) => httpRequest({ port: built.port, path: '/x', headers: { host } });
+  assert.equal((await get('a.test')).status, 200);
+  assert.notEqual((await get('b.test')).status, 200);
+  const reload = () => spawnSync(MIPROXY_BIN, ['reload', '--pid', String(proxy.pid), '--config',
+    proxy.configPath, '--timeout', '20'], { encoding: 'utf8', timeout: 30000 });
+
+  writeFileSync(proxy.configPath, JSON.stringify({ ...built.config,
+    routes: [route('a', 'a.test'), route('b', 'b.test')] }));
+  const good = reload();
+  assert.equal(good.status, 0, good.stderr);
+  assert.match(good.stdout, /reloaded/);
+  assert.equal((await get('b.test')).status, 200, 'the new route serves as soon as reload returns');
+
+  writeFileSync(proxy.configPath, JSON.stringify({ ...built.config, routes: [route('c', 'c.test')],
+    listeners: 'not a list' }));
+  const bad = reload();
+  assert.equal(bad.status, 1, bad.stderr);
+  assert.match(bad.stderr, /not signalled/);
+  assert.equal((await get('b.test')).status, 200, 'the old config keeps serving');
+  assert.notEqual((await get('c.test')).status, 200);
+});
