@@ -132,3 +132,33 @@ test('miproxy reload --pid: 0 after the process applied a good file; 1 on a refu
   assert.equal((await get('b.test')).status, 200, 'the old config keeps serving');
   assert.notEqual((await get('c.test')).status, 200);
 });
+
+function journalRun(env, cfg) {
+  // JOURNAL_STREAM set to stderr's own device:inode, the way systemd sets it for the journal.
+  return spawnSync('sh', ['-c', 'JOURNAL_STREAM=${FAKE:-$(stat -L -c %d:%i /proc/self/fd/2)} exec "$@"',
+    'sh', MIPROXY_BIN, 'run', '--config', cfg], { env, encoding: 'utf8', timeout: 20000 });
+}
+
+test('journald priority prefixes when stderr is the journal stream, none otherwise', async (t) => {
+  const blocker = net.createServer();
+  await new Promise((r) => blocker.listen(0, '127.0.0.1', r));
+  t.after(() => blocker.close());
+  const built = await proxyConfig({ caFile: fx.ca.certPath, tokenPath: fx.tokenPath,
+    routes: [route('a', 'a.test')] });
+  built.config.admin = { address: `127.0.0.1:${blocker.address().port}` };
+  const dir = mkdtempSync(join(tmpdir(), 'miproxy-journal-'));
+  const cfg = join(dir, 'c.json');
+  writeFileSync(cfg, JSON.stringify(built.config));
+  // Listeners bind (info lines), then the admin port is taken (an error line), exit 1.
+  const journal = journalRun({ ...process.env }, cfg);
+  assert.equal(journal.status, 1, journal.stderr);
+  const lines = journal.stderr.split('\n').filter(Boolean);
+  assert.ok(lines.some((l) => l.startsWith('<6>{') && l.includes('"msg":"listening"')), journal.stderr);
+  assert.ok(lines.some((l) => l.startsWith('<3>{') && l.includes('"msg":"cannot listen"')), journal.stderr);
+  assert.ok(lines.every((l) => /^<[3467]>\{/.test(l)), journal.stderr);
+
+  const other = journalRun({ ...process.env, FAKE: '1:1' }, cfg);
+  assert.equal(other.status, 1);
+  const plain = other.stderr.split('\n').filter(Boolean);
+  assert.ok(plain.length > 0 && plain.every((l) => l.startsWith('{')), other.stderr);
+});
