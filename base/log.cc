@@ -1,9 +1,11 @@
 #include "base/log.h"
 
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <ctime>
 
 namespace miproxy::log {
@@ -34,6 +36,33 @@ void write_all(int fd, const std::string& line) {
     p += n;
     left -= static_cast<size_t>(n);
   }
+}
+
+// journald reads a "<N>" prefix on a stream line as its syslog priority; it is written only
+// when stderr is that stream ($JOURNAL_STREAM is "device:inode" of stderr, systemd.exec(5)).
+bool stderr_is_journal() {
+  const char* js = std::getenv("JOURNAL_STREAM");
+  if (js == nullptr) return false;
+  unsigned long long dev = 0, ino = 0;
+  char tail = 0;
+  if (std::sscanf(js, "%llu:%llu%c", &dev, &ino, &tail) != 2) return false;
+  struct stat st{};
+  if (fstat(STDERR_FILENO, &st) != 0) return false;
+  return static_cast<unsigned long long>(st.st_dev) == dev &&
+         static_cast<unsigned long long>(st.st_ino) == ino;
+}
+
+const char* journal_prefix(Level l) {
+  static const bool journal = stderr_is_journal();
+  if (!journal) return "";
+  switch (l) {
+    case Level::DEBUG: return "<7>";
+    case Level::INFO: return "<6>";
+    case Level::WARN: return "<4>";
+    case Level::ERROR: return "<3>";
+    case Level::OFF: return "";
+  }
+  return "";
 }
 
 }  // namespace
@@ -74,7 +103,8 @@ void write(Level l, std::string_view msg, const nlohmann::json& fields) {
   if (fields.is_object()) {
     for (auto it = fields.begin(); it != fields.end(); ++it) line[it.key()] = it.value();
   }
-  std::string text = line.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  std::string text = journal_prefix(l);
+  text += line.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
   text.push_back('\n');
   write_all(STDERR_FILENO, text);
 }

@@ -9,7 +9,11 @@
 #include <unistd.h>
 #include <uv.h>
 
+#include <cctype>
+#include <cerrno>
 #include <chrono>
+#include <ctime>
+#include <optional>
 #include <cstdio>
 #include <cstring>
 #include <thread>
@@ -21,6 +25,7 @@
 #include "auth/uv_executor.h"
 #include "base/guard.h"
 #include "base/log.h"
+#include "base/sd_notify.h"
 #include "config/config.h"
 #include "proxy/admin.h"
 #include "proxy/fetcher.h"
@@ -109,6 +114,7 @@ class ControlPlane {
     auto bound = proxy::bind_listeners(*config_);
     if (!bound) {
       log::error("cannot listen", {{"error", bound.error()}});
+      sd::notify("STATUS=cannot listen: " + bound.error());
       return 1;
     }
     server_ = std::make_unique<proxy::Server>(std::move(*bound), worker_count(*config_));
@@ -132,6 +138,9 @@ class ControlPlane {
     start_signal(&sigterm_, SIGTERM);
     start_signal(&sigint_, SIGINT);
     start_signal(&sighup_, SIGHUP);
+    // Type=notify: every listener and the admin listener are bound (connections queue in the
+    // backlog until the workers accept them). Tokens are not waited for: docs/deploy-vm.md.
+    sd::notify("READY=1\nSTATUS=" + serving_status());
 
     uv_run(&loop_, UV_RUN_DEFAULT);
     server_->join();
@@ -226,6 +235,7 @@ class ControlPlane {
       return;
     }
     stopping_ = true;
+    sd::notify("STOPPING=1\nSTATUS=draining");
     log::info("draining", {{"signal", signum == SIGTERM ? "SIGTERM" : "SIGINT"},
                            {"grace_seconds", config_->shutdown_grace}});
     server_->drain();
@@ -240,13 +250,25 @@ class ControlPlane {
     }, static_cast<uint64_t>(config_->shutdown_grace * 1000), 0);
   }
 
+  std::string serving_status() const {
+    return "serving " + std::to_string(config_->routes.size()) + " route(s), config generation " +
+           std::to_string(generation_);
+  }
+
   void reload() {
+    timespec now{};
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    sd::notify("RELOADING=1\nSTATUS=reloading " + config_path_ + "\nMONOTONIC_USEC=" +
+               std::to_string(static_cast<uint64_t>(now.tv_sec) * 1000000 +
+                              static_cast<uint64_t>(now.tv_nsec) / 1000));
     auto loaded = config::load_file(config_path_);
     if (!loaded) {
       metrics_.config_reload(false);
       std::vector<std::string> errors;
       for (const auto& d : loaded.error()) errors.push_back(d.to_string());
       log::error("reload failed: keeping the running config", {{"errors", errors}});
+      sd::notify("READY=1\nSTATUS=reload refused (" + std::to_string(errors.size()) +
+                 " error(s)), " + serving_status());
       return;
     }
     auto c = loaded->config;
@@ -261,6 +283,7 @@ class ControlPlane {
     tokens_->retain(c->identities);
     tokens_->prefetch();
     log::info("reloaded", {{"routes", c->routes.size()}, {"generation", generation_}});
+    sd::notify("READY=1\nSTATUS=" + serving_status());
   }
 
   void on_workers_stopped() {
@@ -317,8 +340,79 @@ int check_config(const std::string& config_path) {
   return 0;
 }
 
+namespace {
+
+// A blocking TCP connection to an IP literal (or "localhost"); -1 on failure.
+int connect_tcp(const std::string& host, uint16_t port) {
+  sockaddr_storage ss{};
+  socklen_t sl = 0;
+  if (inet_pton(AF_INET6, host.c_str(), &reinterpret_cast<sockaddr_in6*>(&ss)->sin6_addr) == 1) {
+    ss.ss_family = AF_INET6;
+    reinterpret_cast<sockaddr_in6*>(&ss)->sin6_port = htons(port);
+    sl = sizeof(sockaddr_in6);
+  } else {
+    auto* a = reinterpret_cast<sockaddr_in*>(&ss);
+    a->sin_family = AF_INET;
+    a->sin_port = htons(port);
+    inet_pton(AF_INET, host == "localhost" ? "127.0.0.1" : host.c_str(), &a->sin_addr);
+    sl = sizeof(sockaddr_in);
+  }
+  int fd = ::socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd >= 0 && ::connect(fd, reinterpret_cast<sockaddr*>(&ss), sl) == 0) return fd;
+  if (fd >= 0) ::close(fd);
+  return -1;
+}
+
+// Whether |r| holds a whole response: its head and Content-Length bytes of body (the admin
+// listener may keep the connection open after answering).
+bool complete(const std::string& r) {
+  size_t end = r.find("\r\n\r\n");
+  if (end == std::string::npos) return false;
+  std::string head = r.substr(0, end);
+  for (auto& ch : head) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+  size_t at = head.find("\r\ncontent-length:");
+  if (at == std::string::npos) return false;
+  return r.size() - end - 4 >= std::strtoull(head.c_str() + at + 17, nullptr, 10);
+}
+
+// A tiny blocking HTTP/1.0 GET: the whole response (head and body), or nothing.
+std::optional<std::string> http_get(const std::string& host, uint16_t port,
+                                    const std::string& path, size_t max_bytes) {
+  int fd = connect_tcp(host, port);
+  if (fd < 0) return std::nullopt;
+  bool v6 = host.find(':') != std::string::npos;
+  std::string authority = (v6 ? "[" + host + "]" : host) + ":" + std::to_string(port);
+  std::string req = "GET " + path + " HTTP/1.0\r\nHost: " + authority + "\r\n\r\n";
+  std::string out;
+  if (::write(fd, req.data(), req.size()) == static_cast<ssize_t>(req.size())) {
+    char buf[4096];
+    for (;;) {
+      ssize_t n = ::read(fd, buf, sizeof buf);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) break;
+      out.append(buf, static_cast<size_t>(n));
+      if (out.size() >= max_bytes || complete(out)) break;
+    }
+  }
+  ::close(fd);
+  if (out.size() < 12) return std::nullopt;
+  return out;
+}
+
+bool is_200(const std::string& response) { return response.compare(9, 3, "200") == 0; }
+
+// miproxy_config_reloads_total{result=|result|} in a /metrics answer (0 when absent).
+double reload_count(const std::string& metrics, const std::string& result) {
+  std::string key = "miproxy_config_reloads_total{result=\"" + result + "\"} ";
+  size_t at = metrics.find("\n" + key);
+  if (at == std::string::npos) return 0;
+  return std::strtod(metrics.c_str() + at + 1 + key.size(), nullptr);
+}
+
+}  // namespace
+
 int wait_ready(const std::string& admin, double timeout_seconds) {
-  // A tiny blocking HTTP/1.0 client: this verb runs before anything else in a pod or script.
+  // Runs before anything else in a pod or script: blocking calls, no event loop.
   std::string host = admin, port = "80";
   size_t colon = admin.rfind(':');
   if (colon != std::string::npos) {
@@ -329,35 +423,65 @@ int wait_ready(const std::string& admin, double timeout_seconds) {
   auto deadline = std::chrono::steady_clock::now() +
                   std::chrono::milliseconds(static_cast<int64_t>(timeout_seconds * 1000));
   do {
-    sockaddr_storage ss{};
-    socklen_t sl = 0;
-    if (inet_pton(AF_INET6, host.c_str(), &reinterpret_cast<sockaddr_in6*>(&ss)->sin6_addr) == 1) {
-      ss.ss_family = AF_INET6;
-      reinterpret_cast<sockaddr_in6*>(&ss)->sin6_port = htons(std::stoi(port));
-      sl = sizeof(sockaddr_in6);
-    } else {
-      auto* a = reinterpret_cast<sockaddr_in*>(&ss);
-      a->sin_family = AF_INET;
-      a->sin_port = htons(std::stoi(port));
-      inet_pton(AF_INET, host == "localhost" ? "127.0.0.1" : host.c_str(), &a->sin_addr);
-      sl = sizeof(sockaddr_in);
-    }
-    int fd = ::socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd >= 0 && ::connect(fd, reinterpret_cast<sockaddr*>(&ss), sl) == 0) {
-      std::string req = "GET /readyz HTTP/1.0\r\nHost: " + admin + "\r\n\r\n";
-      if (::write(fd, req.data(), req.size()) == static_cast<ssize_t>(req.size())) {
-        char buf[64] = {0};
-        ssize_t n = ::read(fd, buf, sizeof buf - 1);
-        if (n > 12 && std::strncmp(buf + 9, "200", 3) == 0) {
-          ::close(fd);
-          return 0;
-        }
-      }
-    }
-    if (fd >= 0) ::close(fd);
+    auto r = http_get(host, static_cast<uint16_t>(std::stoi(port)), "/readyz", 64);
+    if (r && is_200(*r)) return 0;
     std::this_thread::sleep_for(std::chrono::milliseconds(200));
   } while (std::chrono::steady_clock::now() < deadline);
   std::fprintf(stderr, "miproxy wait: %s not ready after %.0f s\n", admin.c_str(), timeout_seconds);
+  return 1;
+}
+
+int reload_running(const std::string& config_path, long pid, double timeout_seconds) {
+  // 1. The file the running process will read on SIGHUP must pass the same validation.
+  auto loaded = config::load_file(config_path);
+  if (!loaded) {
+    print_diagnostics(loaded.error(), "error: ");
+    std::fprintf(stderr, "miproxy reload: %zu error(s) in %s; process %ld not signalled, it "
+                 "keeps serving its running config\n", loaded.error().size(),
+                 config_path.c_str(), pid);
+    return 1;
+  }
+  // 2. Its verdict: the admin listener's reload counters (the running process's admin
+  // address; a reload never moves it). Without an admin listener there is nothing to read.
+  const config::Admin& admin = loaded->config->admin;
+  std::optional<std::string> before;
+  if (admin.enabled) {
+    before = http_get(admin.host, admin.port, "/metrics", 1 << 20);
+    if (!before || !is_200(*before)) {
+      std::fprintf(stderr, "miproxy reload: cannot read http://%s:%u/metrics: the verdict "
+                   "could not be observed; not signalling\n", admin.host.c_str(), admin.port);
+      return 1;
+    }
+  }
+  if (::kill(static_cast<pid_t>(pid), SIGHUP) != 0) {
+    std::fprintf(stderr, "miproxy reload: cannot signal process %ld: %s\n", pid,
+                 std::strerror(errno));
+    return 1;
+  }
+  if (!before) {
+    std::printf("miproxy reload: %s is valid; process %ld signalled (no admin listener: its "
+                "verdict is in its log)\n", config_path.c_str(), pid);
+    return 0;
+  }
+  double ok0 = reload_count(*before, "success"), failed0 = reload_count(*before, "failure");
+  auto deadline = std::chrono::steady_clock::now() +
+                  std::chrono::milliseconds(static_cast<int64_t>(timeout_seconds * 1000));
+  do {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    auto now = http_get(admin.host, admin.port, "/metrics", 1 << 20);
+    if (!now || !is_200(*now)) continue;
+    if (reload_count(*now, "failure") > failed0) {
+      std::fprintf(stderr, "miproxy reload: process %ld refused %s and keeps serving its "
+                   "running config (its log has the errors)\n", pid, config_path.c_str());
+      return 1;
+    }
+    if (reload_count(*now, "success") > ok0) {
+      std::printf("miproxy reload: process %ld reloaded %s\n", pid, config_path.c_str());
+      return 0;
+    }
+  } while (std::chrono::steady_clock::now() < deadline);
+  std::fprintf(stderr, "miproxy reload: process %ld gave no verdict within %.0f s\n", pid,
+               timeout_seconds);
   return 1;
 }
 

@@ -19,6 +19,9 @@ constexpr const char* kUsage =
     "                                       probe the upstream, explain failures\n"
     "  miproxy wait --admin ADDR [--timeout SECONDS]\n"
     "                                       block until that instance is ready\n"
+    "  miproxy reload --pid PID --config FILE [--timeout SECONDS]\n"
+    "                                       validate FILE, SIGHUP process PID, wait for its\n"
+    "                                       verdict (non-zero when refused)\n"
     "  miproxy --version | --help\n";
 
 int usage_error(const std::string& message) {
@@ -36,7 +39,7 @@ int main(int argc, char** argv) {
     verb = std::string(args[0]);
     i = 1;
   }
-  std::string config_path, admin, route;
+  std::string config_path, admin, route, pid;
   double timeout = 30;
   bool json = false;
   for (; i < args.size(); ++i) {
@@ -56,6 +59,8 @@ int main(int argc, char** argv) {
       if (!value(config_path)) return usage_error("--config needs a file");
     } else if (a == "--admin") {
       if (!value(admin)) return usage_error("--admin needs an address");
+    } else if (a == "--pid") {
+      if (!value(pid)) return usage_error("--pid needs a process id");
     } else if (a == "--route") {
       if (!value(route)) return usage_error("--route needs a name");
     } else if (a == "--timeout") {
@@ -73,6 +78,13 @@ int main(int argc, char** argv) {
   if (verb == "wait") {
     if (admin.empty()) return usage_error("wait needs --admin ADDR");
     return miproxy::app::wait_ready(admin, timeout);
+  }
+  if (verb == "reload") {
+    char* end = nullptr;
+    long n = pid.empty() ? 0 : std::strtol(pid.c_str(), &end, 10);
+    if (n <= 0 || *end != '\0') return usage_error("reload needs --pid PID (a positive number)");
+    if (config_path.empty()) return usage_error("reload needs --config FILE");
+    return miproxy::app::reload_running(config_path, n, timeout);
   }
   if (verb != "run" && verb != "check" && verb != "doctor") {
     return usage_error("unknown verb '" + verb + "'");

@@ -464,7 +464,9 @@ describe('systemd units', () => {
       // A user namespace would hide the real peer uid of Unix-socket clients.
       assert.equal(unit.Service.PrivateUsers, undefined);
       assert.ok(unit.Service.SystemCallFilter.includes('@system-service'));
-      assert.deepEqual(unit.Service.ExecReload.at(-1), '/bin/kill -HUP $MAINPID');
+      // Readiness is READY=1 from miproxy itself; reload needs no /bin/kill (issue 12).
+      assert.equal(unitValue(unit, 'Type'), 'notify');
+      assert.equal(unitValue(unit, 'NotifyAccess'), 'main');
       assert.match(unitValue(unit, 'ExecStart'), /^\/usr\/local\/bin\/miproxy run --config /);
       // The drain must finish before systemd escalates to SIGKILL.
       const stop = secondsOf(unitValue(unit, 'TimeoutStopSec'));
@@ -486,7 +488,8 @@ describe('systemd units', () => {
     for (const unit of Object.values(units)) {
       const config = /--config (\S+)$/.exec(unitValue(unit, 'ExecStart'))[1];
       assert.deepEqual(unit.Service.ExecStartPre, [`/usr/local/bin/miproxy check --config ${config}`]);
-      assert.equal(unit.Service.ExecReload[0], `/usr/local/bin/miproxy check --config ${config}`);
+      assert.deepEqual(unit.Service.ExecReload,
+                       [`/usr/local/bin/miproxy reload --pid $MAINPID --config ${config}`]);
     }
     const text = fs.readFileSync(path.join(unitDir, 'miproxy.service'), 'utf8');
     assert.match(text, /^#SupplementaryGroups=himds$/m, 'the Arc hint is in the unit');
