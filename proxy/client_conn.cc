@@ -170,7 +170,16 @@ void ClientConn::stop_timer() {
 void ClientConn::on_timer(uv_timer_t* timer) {
   auto* c = static_cast<ClientConn*>(timer->data);
   if (!c) return;
+  // A throw while answering a timeout ends this connection only.
+  if (!guard::run("client: timer", [&] { c->timer_fired(); })) {
+    guard::run("client: close after a throw", [&] { c->close(); });
+  }
+}
+
+void ClientConn::timer_fired() {
+  ClientConn* c = this;
   if (c->lingering_) {
+    count_limit_hit("lingering_timeout");
     c->close();
     return;
   }

@@ -92,6 +92,7 @@ class ClientConn : public Transport::Handler {
   bool output_backlogged();  // queued response bytes above the limit (counts the hit)
   void start_timer(double seconds);
   static void on_timer(uv_timer_t* timer);
+  void timer_fired();
   void log_request(const Exchange* ex, int status, std::string_view error_code);
   void retire_exchange();
   // After the last response of a connection: close, or first linger when the client may still

@@ -168,7 +168,7 @@ Metrics::Metrics()
                              "max_pool_hosts", "max_tls_sessions", "max_learned_scopes",
                              "max_response_header_bytes", "response_head_timeout",
                              "token_request_timeout", "token_wait_timeout",
-                             "body_stall_timeout"}) {
+                             "body_stall_timeout", "lingering_timeout"}) {
     limit_hits(l);
   }
 }

@@ -1,5 +1,7 @@
 #include "proxy/upstream_pool.h"
 
+#include "base/guard.h"
+
 #include "proxy/metrics.h"
 
 namespace miproxy::proxy {
@@ -109,7 +111,11 @@ void UpstreamPool::remove(IdleConn* conn) {
 }
 
 void UpstreamPool::on_sweep(uv_timer_t* timer) {
-  auto* pool = static_cast<UpstreamPool*>(timer->data);
+  guard::run("pool: sweep", [&] { static_cast<UpstreamPool*>(timer->data)->sweep(); });
+}
+
+void UpstreamPool::sweep() {
+  UpstreamPool* pool = this;
   uint64_t now = uv_now(pool->loop_);
   for (auto hi = pool->hosts_.begin(); hi != pool->hosts_.end();) {
     auto& list = hi->second.conns;

@@ -46,6 +46,7 @@ class UpstreamPool {
   void erase_host(std::unordered_map<std::string, Host>::iterator it);
   void evict_to(size_t n);
   static void on_sweep(uv_timer_t* timer);
+  void sweep();
   void close_transport(Transport* t);
   uv_loop_t* loop_;
   std::atomic<uint64_t>* open_;

@@ -1,5 +1,7 @@
 #include "proxy/worker.h"
 
+#include "base/guard.h"
+
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -192,7 +194,12 @@ void Worker::open_listeners() {
 
 void Worker::on_listen_ready(uv_poll_t* poll, int status, int) {
   auto* lh = static_cast<ListenHandle*>(poll->data);
-  Worker* w = lh->worker;
+  // A throw (say, out of memory building a connection) is logged; the listener stays armed.
+  guard::run("worker: accept", [&] { lh->worker->accept_batch(lh, status); });
+}
+
+void Worker::accept_batch(ListenHandle* lh, int status) {
+  Worker* w = this;
   if (status < 0 || w->draining_) return;
   // A bounded batch per wakeup keeps one busy listener from starving the loop; the poll is
   // level-triggered, so whatever is left wakes it again.
@@ -263,7 +270,7 @@ void Worker::pause_accepting(AcceptPause why, int err) {
 }
 
 void Worker::on_accept_timer(uv_timer_t* timer) {
-  static_cast<Worker*>(timer->data)->resume_accepting();
+  guard::run("worker: accept timer", [&] { static_cast<Worker*>(timer->data)->resume_accepting(); });
 }
 
 void Worker::resume_accepting() {
@@ -325,8 +332,12 @@ void Worker::schedule_reap() {
 }
 
 void Worker::on_reap(uv_check_t* check) {
-  auto* w = static_cast<Worker*>(check->data);
   uv_check_stop(check);
+  guard::run("worker: reap", [&] { static_cast<Worker*>(check->data)->reap(); });
+}
+
+void Worker::reap() {
+  Worker* w = this;
   // Exchanges first: their destructors may touch their ClientConn.
   auto exchanges = std::move(w->dead_exchanges_);
   w->dead_exchanges_.clear();

@@ -82,6 +82,8 @@ class Worker {
   void schedule_reap();
   static void on_reap(uv_check_t* check);
   static void on_listen_ready(uv_poll_t* poll, int status, int events);
+  void accept_batch(ListenHandle* lh, int status);
+  void reap();
   static void on_accept_timer(uv_timer_t* timer);
   bool at_connection_limit() const;
   void pause_accepting(AcceptPause why, int err);
