@@ -324,6 +324,10 @@ const char* authority_problem(std::string_view authority) {
     char buf[INET6_ADDRSTRLEN + 1];
     in6_addr addr;
     if (host.empty() || host.size() >= sizeof buf) return "invalid IPv6 address";
+    // Hex digits, ':' and '.' only: inet_pton would stop at a NUL ("[::1\0\t]" read as ::1).
+    for (char c : host) {
+      if (hex_value(c) < 0 && c != ':' && c != '.') return "invalid IPv6 address";
+    }
     std::memcpy(buf, host.data(), host.size());
     buf[host.size()] = 0;
     if (inet_pton(AF_INET6, buf, &addr) != 1) return "invalid IPv6 address";

@@ -211,4 +211,9 @@ TEST_CASE("authority_problem: uri-host [:port] of RFC 3986", "[strict_http]") {
     INFO(bad);
     CHECK(authority_problem(bad) != nullptr);
   }
+  // Found by fuzz_strict_http: bytes after a NUL inside brackets were never looked at.
+  using namespace std::string_view_literals;
+  for (std::string_view bad : {"[::1\0\0\0\t]:443"sv, "[::1\0]"sv, "[::1 ]"sv}) {
+    CHECK(authority_problem(bad) != nullptr);
+  }
 }
