@@ -115,6 +115,7 @@ size_t StrictRequestReader::feed(const char* data, size_t len) {
           count_ = count_ < 255 ? count_ + 1 : count_;
           note(Part::METHOD, data + i, 1);
         } else {
+          head_request_ = false;  // "HEA\xe5" is no HEAD: its 400 carries a body
           return fail("invalid request method", i);
         }
         break;

@@ -1,6 +1,7 @@
 #include "proxy/strict_http.h"
 
 #include <catch2/catch.hpp>
+#include <cstring>
 #include <string>
 #include <string_view>
 
@@ -194,6 +195,13 @@ TEST_CASE("strict reader: HEAD is recognised only as the whole method", "[strict
     std::string line = std::string(method) + " / HTTP/1.1\r\n";
     REQUIRE(r.feed(line.data(), line.size()) == line.size());
     CHECK(r.head_request() == head);
+  }
+  // A method refused part-way is no HEAD (its 400 carries a body), whatever it began with.
+  for (const char* line : {"HEA\xe5 / HTTP/1.1\r\n", "HEAD\x01 / HTTP/1.1\r\n"}) {
+    StrictRequestReader r;
+    r.feed(line, std::strlen(line));
+    CHECK(r.failed());
+    CHECK_FALSE(r.head_request());
   }
 }
 
