@@ -138,8 +138,14 @@ class TokenManager::Slot final : public TokenSlot, public std::enable_shared_fro
 
   void invalidate(const std::shared_ptr<const AccessToken>& rejected,
                   const std::string& claims) override {
-    shared_->control.post(
-        [self = shared_from_this(), rejected, claims] { self->on_invalidate(rejected, claims); });
+    // Unpublished here, on the caller's thread, before the rejection is answered: the app's next
+    // request must not find the rejected token while the control thread has yet to run.
+    std::shared_ptr<const AccessToken> expected = rejected;
+    if (!rejected || !published_.compare_exchange_strong(expected, nullptr,
+                                                         std::memory_order_acq_rel)) {
+      return;  // already replaced or dropped: a repeated rejection must not refetch again
+    }
+    shared_->control.post([self = shared_from_this(), claims] { self->on_invalidate(claims); });
   }
 
   const std::string& identity_name() const override { return identity_.name; }
@@ -387,12 +393,8 @@ class TokenManager::Slot final : public TokenSlot, public std::enable_shared_fro
     arm_wait_timer();
   }
 
-  void on_invalidate(const std::shared_ptr<const AccessToken>& rejected,
-                     const std::string& claims) {
-    if (retired_ || !rejected || published_.load(std::memory_order_acquire) != rejected) {
-      return;  // already replaced or dropped: a repeated rejection must not refetch again
-    }
-    published_.store(nullptr, std::memory_order_release);
+  void on_invalidate(const std::string& claims) {
+    if (retired_) return;
     claims_ = claims;
     if (in_flight_) {
       flight_stale_ = true;  // its result may predate the rejection: fetch again when it lands

@@ -708,6 +708,10 @@ TEST_CASE("invalidate() drops the rejected token and fetches with the claims", "
   REQUIRE(rejected);
 
   slot->invalidate(rejected, claims);
+  // Gone at once, before the control thread runs: the app's next request, which may follow the
+  // passed-through 401 within microseconds, must not be sent with the rejected token (seen in
+  // CI: a CAE-challenged POST's follow-up got 401 again).
+  CHECK(slot->current() == nullptr);
   std::optional<TokenResult> result;
   f.acquire(*slot, &result);
   f.run();
