@@ -107,7 +107,7 @@ async function startRawTlsUpstream(cert, respond) {
 }
 
 describe('exchange faults', () => {
-  let fx; let flaky; let fwd; let trickle; let bighead; let deny; let proxy; let port;
+  let fx; let flaky; let fwd; let trickle; let bighead; let deny; let proxy; let port; let adminPort;
   const trickleTimers = new Set();
 
   before(async () => {
@@ -152,6 +152,7 @@ describe('exchange faults', () => {
       ],
     });
     port = built.port;
+    adminPort = built.adminPort;
     proxy = await startMiproxy({ config: built.config });
   });
 
@@ -266,7 +267,9 @@ describe('exchange faults', () => {
   it('an early 403 while the app is still uploading reaches the app, not a reset', async () => {
     // The app writes its body and reads only afterwards (as a client blocked in a large
     // write does): the 403 waits in its receive buffer, where a reset would destroy it.
-    const sock = net.connect({ port, host: '127.0.0.1' });
+    // allowHalfOpen: the app keeps its side open after miproxy's FIN, as a client blocked in a
+    // write does, so the lingering ends at limits.lingering_timeout.
+    const sock = net.connect({ port, host: '127.0.0.1', allowHalfOpen: true });
     await new Promise((r, j) => { sock.once('connect', r); sock.once('error', j); });
     sock.pause();
     let sockError = null;
@@ -290,6 +293,16 @@ describe('exchange faults', () => {
       assert.equal(r.body.toString('latin1'), 'denied');
       assert.equal(r.headers.connection, 'close');
       assert.equal(await conn.closedWithin(10000), true, 'miproxy closes after lingering');
+      // The lingering ended by limits.lingering_timeout (5 s), counted like every other limit.
+      let hits = 0;
+      for (const until = Date.now() + 15000; hits < 1 && Date.now() < until;) {
+        const metrics = await httpRequest({ port: adminPort, path: '/metrics' });
+        const m = /^miproxy_limit_hits_total\{limit="lingering_timeout"\} (\S+)$/m
+          .exec(metrics.body.toString());
+        hits = m ? Number(m[1]) : 0;
+        if (hits < 1) await sleep(200);
+      }
+      assert.ok(hits >= 1, 'lingering_timeout counted in miproxy_limit_hits_total');
     } finally {
       conn.close();
     }
