@@ -290,13 +290,7 @@ class ControlPlane {
   // the loop closes cleanly and nothing is left behind (LeakSanitizer saw the admin listener's).
   int fail_start() {
     server_.reset();
-    admin_.reset();
-    tokens_.reset();
-    processes_.reset();
-    fetcher_.reset();
-    connector_.reset();
-    scheduler_.reset();
-    if (executor_) executor_->close();
+    close_components();
     uv_run(&loop_, UV_RUN_NOWAIT);  // runs the close callbacks
     uv_loop_close(&loop_);
     return 1;
@@ -307,13 +301,19 @@ class ControlPlane {
     uv_close(reinterpret_cast<uv_handle_t*>(&sigint_), nullptr);
     uv_close(reinterpret_cast<uv_handle_t*>(&sighup_), nullptr);
     if (stopping_) uv_close(reinterpret_cast<uv_handle_t*>(&grace_), nullptr);
+    close_components();
+  }
+
+  // Everything on the control loop except the signal handles, in dependency order: one list for
+  // a normal stop and for a failed start.
+  void close_components() {
     admin_.reset();
     tokens_.reset();
     processes_.reset();
     fetcher_.reset();
     connector_.reset();
     scheduler_.reset();
-    executor_->close();
+    if (executor_) executor_->close();
   }
 
   std::string config_path_;
